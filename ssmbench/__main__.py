@@ -1,0 +1,3 @@
+from ssmbench.cli import main
+
+main()

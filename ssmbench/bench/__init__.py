@@ -1,0 +1,1 @@
+"""Measurement: timing (timer.py), memory (memory.py), speed cases (speed.py)."""

@@ -1,0 +1,60 @@
+"""Peak memory of one call, measured in an untimed pass.
+
+CUDA: ``reset_peak_memory_stats`` then ``max_memory_allocated`` (allocator peak).
+CPU: peak RSS of the worker process. ``tracemalloc`` cannot see torch tensors, so the kernel's high-water mark
+(VmHWM) is reset by writing 5 to /proc/self/clear_refs and read back after the call. Where that reset is not
+possible the CPU peak is not reported (a stale high-water mark from an earlier case would be a wrong number).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+@dataclass
+class MemoryPeak:
+    peak_bytes: int  # absolute peak (allocator peak on CUDA; process VmHWM on CPU)
+    delta_bytes: int  # peak minus what was in use just before the call: what the call itself needed
+    method: str
+
+
+def _status_kb(field: str) -> int:
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def reset_cpu_peak() -> bool:
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure_peak(fn: Callable[[], object], device: str) -> MemoryPeak | None:
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        return MemoryPeak(peak, peak - before, "cuda_max_memory_allocated")
+    if not _STATUS.exists() or not reset_cpu_peak():
+        return None
+    before = _status_kb("VmRSS") * 1024
+    fn()
+    peak = _status_kb("VmHWM") * 1024
+    return MemoryPeak(peak, max(0, peak - before), "vmhwm_clear_refs")

@@ -1,0 +1,68 @@
+"""A case: one measurement the runner executes in a worker (a model x mode x length x batch, or a training run).
+
+Cases are frozen, JSON-serialisable dataclasses. ``case_id`` hashes every field that changes the measurement
+(not the timeout), so re-running the same sweep finds its finished cases and skips them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Fields that do not change what is measured, so they stay out of the case id.
+_NOT_IN_ID = ("timeout_s",)
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str  # "speed" | "accuracy"
+    model: str
+    backend: str  # requested backend ("auto" or a name); the one that ran is recorded in the results
+    mode: str  # fwd | fwdbwd | prefill | decode | train
+    device: str  # resolved: cpu | cuda
+    dtype: str
+    batch: int
+    seq_len: int
+    d_model: int
+    n_layers: int
+    vocab_size: int = 256
+    scope: str = "model"
+    model_options: tuple[tuple[str, Any], ...] = ()
+    match_params: bool = False
+    warmup: int = 2
+    samples: int = 5
+    budget_s: float = 2.0
+    threads: int = 0
+    seed: int = 0
+    task: str = ""  # accuracy cases: the synthetic task
+    options: tuple[tuple[str, Any], ...] = field(default=())  # kind-specific options (decode tokens, train steps...)
+    timeout_s: float = 600.0
+
+    @property
+    def case_id(self) -> str:
+        payload = {k: v for k, v in asdict(self).items() if k not in _NOT_IN_ID}
+        return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq_len
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+    def label(self) -> str:
+        backend = "" if self.backend == "auto" else f":{self.backend}"
+        task = f" {self.task}" if self.task else ""
+        return f"{self.model}{backend}{task} {self.mode} L={self.seq_len} b={self.batch}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Case:
+        data = dict(data)
+        for key in ("model_options", "options"):
+            data[key] = tuple(tuple(item) for item in data.get(key, ()))
+        return cls(**data)

@@ -1,0 +1,310 @@
+"""The ``ssmbench`` command line. Thin: parse, validate, call library functions, print with rich.
+
+Heavy imports (torch, matplotlib, pandas) happen inside the commands that need them, so ``ssmbench --help``
+stays instant. Bad input exits with code 2 and one line on stderr; failed cases or a regression exit with 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from ssmbench.spec import SpecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Benchmark state space models (S4, Mamba, Mamba-2) against attention: speed, memory, "
+                       "accuracy.")
+console = Console()
+err_console = Console(stderr=True)
+
+ResultsDir = Annotated[Path, typer.Option("--out", "-o", help="Results directory (Parquet dataset).")]
+
+
+def _parse_options(pairs: list[str] | None) -> tuple[tuple[str, Any], ...]:
+    """--option d_state=32 --option expand=1 -> (("d_state", 32), ("expand", 1)); values parsed as TOML."""
+    import tomllib
+
+    out = []
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"bad --option '{pair}': expected KEY=VALUE, e.g. --option d_state=32")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()  # a bare word such as a backend or init name
+        out.append((key.strip(), value))
+    return tuple(sorted(out))
+
+
+def _run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retry_failed: bool, command: str,
+                       suite: str = "", in_process: bool = False):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    from ssmbench.runner import run_cases
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console,
+                        transient=False)
+    task_id = progress.add_task("planning", total=None)
+
+    def on_progress(done: int, total: int, case, last) -> None:
+        if last is not None:
+            _print_outcome(progress.console, last)
+        progress.update(task_id, completed=done, total=total,
+                        description=case.label() if case is not None else "done")
+
+    with progress:
+        summary = run_cases(cases, out, force=force, resume=resume, retry_failed=retry_failed, command=command,
+                            suite=suite, on_progress=on_progress, in_process=in_process)
+    skipped = len(summary.outcomes) - len(summary.executed)
+    if skipped:
+        err_console.print(f"[dim]{skipped} finished case(s) already in {out} were skipped "
+                          "(--force re-runs them, --retry-failed re-runs failures).[/dim]")
+    return summary
+
+
+def _print_outcome(con: Console, outcome) -> None:
+    r = outcome.result
+    if r.status == "ok":
+        med = next((m.value for m in (r.metrics or []) if m.metric == "time" and m.stat == "median"), None)
+        acc = next((m.value for m in (r.metrics or []) if m.metric == "accuracy" and m.stat == "train_len"), None)
+        detail = f"{med * 1e3:.3g} ms" if med is not None else (f"acc {acc:.3f}" if acc is not None else "")
+        con.print(f"[green]✓[/green] {outcome.case.label()}  {detail}  [dim]({outcome.seconds:.1f} s)[/dim]")
+    else:
+        con.print(f"[red]✗ {r.status}[/red] {outcome.case.label()}: {r.error}")
+
+
+def _summary_table(summary) -> None:
+    from rich.table import Table
+
+    from ssmbench.report import format_bytes, format_seconds
+
+    table = Table(title=f"run {summary.run_id}", show_lines=False)
+    for col in ("model", "backend", "mode", "L", "batch", "status", "median", "tokens/s", "peak mem"):
+        table.add_column(col, justify="right" if col in ("L", "batch", "median", "tokens/s", "peak mem") else "left")
+    for o in summary.executed:
+        metrics = {(m.metric, m.stat): m.value for m in (o.result.metrics or [])}
+        med = metrics.get(("time", "median"), float("nan"))
+        tps = metrics.get(("tokens_per_s", "median"))
+        mem = metrics.get(("peak_mem_delta", "max"), float("nan"))
+        status = o.result.status if o.result.status == "ok" else f"[red]{o.result.status}[/red]"
+        backend = (o.result.info or {}).get("backend", o.case.backend)
+        table.add_row(o.case.model, backend, o.case.mode, str(o.case.seq_len), str(o.case.batch), status,
+                      format_seconds(med), f"{tps:,.0f}" if tps else "–", format_bytes(mem))
+    if summary.executed:
+        console.print(table)
+    failed = summary.failed
+    msg = f"{len(summary.executed)} case(s) run, {failed} failed; results in {summary.root}"
+    console.print(("[red]" if failed else "[green]") + msg + ("[/red]" if failed else "[/green]"))
+
+
+@app.command()
+def sweep(
+    models: Annotated[str, typer.Option("--models", "-m", help="Models, comma-separated, each name[:backend], "
+                                        "e.g. mamba,transformer or mamba:chunked.")],
+    lengths: Annotated[str, typer.Option("--lengths", "-L", help="Lengths: 1k..64k (powers of two) or 512,2k.")]
+    = "256..4k",
+    mode: Annotated[str, typer.Option("--mode", help="fwd, fwdbwd, prefill, decode (comma-separated).")] = "fwd",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16, float16 (CUDA) or float64.")] = "float32",
+    tokens: Annotated[str, typer.Option(help="Tokens per batch: batch = tokens // L.")] = "8k",
+    batch: Annotated[str | None, typer.Option(help="Explicit batch size(s), e.g. 1,8,64 (overrides --tokens).")]
+    = None,
+    d_model: Annotated[int, typer.Option(help="Model width.")] = 256,
+    n_layers: Annotated[int, typer.Option(help="Number of layers.")] = 2,
+    vocab_size: Annotated[int, typer.Option(help="Vocabulary size of the LM head.")] = 256,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Model option KEY=VALUE (repeatable), "
+                                                     "e.g. d_state=32; ignored by families without it.")] = None,
+    match_params: Annotated[bool, typer.Option(help="Size each family to the transformer's parameter count.")]
+    = False,
+    samples: Annotated[int, typer.Option(help="Minimum timed samples per case.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Warm-up calls before timing (the first is timed separately).")] = 2,
+    budget: Annotated[float, typer.Option(help="Keep sampling up to this many seconds per case.")] = 2.0,
+    decode_tokens: Annotated[int, typer.Option(help="decode mode: tokens generated per sample.")] = 32,
+    timeout: Annotated[float, typer.Option(help="Seconds before a case is killed and recorded as timeout.")] = 600,
+    threads: Annotated[int, typer.Option(help="torch CPU threads in the worker (0 = all cores).")] = 0,
+    out: ResultsDir = Path("results"),
+    force: Annotated[bool, typer.Option(help="Re-run cases that already have results.")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="Re-run cases whose stored status is not ok.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="List the planned cases and exit.")] = False,
+    in_process: Annotated[bool, typer.Option(help="Run cases in this process (debugging; no isolation).")] = False,
+) -> None:
+    """Time and measure memory of models over a sweep of sequence lengths."""
+    from ssmbench.spec import (SweepSpec, check_device_dtype, check_output_dir, parse_int_list, parse_lengths,
+                               parse_models, parse_modes, parse_size)
+
+    check_device_dtype(device, dtype)
+    for name, value in (("--samples", samples), ("--d-model", d_model), ("--n-layers", n_layers),
+                        ("--vocab-size", vocab_size), ("--decode-tokens", decode_tokens)):
+        if value < 1:
+            raise SpecError(f"{name} must be >= 1 (got {value})")
+    if timeout <= 0 or budget < 0 or warmup < 0 or threads < 0:
+        raise SpecError("--timeout must be > 0; --budget, --warmup and --threads must be >= 0")
+    spec = SweepSpec(models=parse_models(models), lengths=parse_lengths(lengths), modes=parse_modes(mode),
+                     device=device, dtype=dtype, tokens=parse_size(tokens, "token count"),
+                     batches=parse_int_list(batch, "batch") if batch else (), d_model=d_model, n_layers=n_layers,
+                     vocab_size=vocab_size, model_options=_parse_options(option), match_params=match_params,
+                     warmup=warmup, samples=samples, budget_s=budget, decode_tokens=decode_tokens,
+                     timeout_s=timeout, threads=threads)
+    _run_sweeps([spec], out, force=force, retry_failed=retry_failed, dry_run=dry_run, in_process=in_process,
+                command=" ".join(["ssmbench", *sys.argv[1:]]))
+
+
+def _run_sweeps(specs: list, out: Path, *, force: bool, retry_failed: bool, dry_run: bool, in_process: bool,
+                command: str, suite: str = "", extra_cases: list | None = None) -> None:
+    from ssmbench.runner import plan_sweep
+    from ssmbench.spec import check_output_dir
+
+    cases = [c for s in specs for c in plan_sweep(s)] + list(extra_cases or [])
+    if dry_run:
+        for c in cases:
+            console.print(f"{c.case_id}  {c.label()}  device={c.device} dtype={c.dtype}")
+        console.print(f"{len(cases)} case(s)")
+        return
+    check_output_dir(out)
+    summary = _run_with_progress(cases, out, force=force, resume=True, retry_failed=retry_failed, command=command,
+                                 suite=suite, in_process=in_process)
+    _summary_table(summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    suite: Annotated[Path, typer.Argument(help="A suite file, e.g. tasks/quick.toml.")],
+    out: ResultsDir = Path("results"),
+    force: Annotated[bool, typer.Option(help="Re-run cases that already have results.")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="Re-run cases whose stored status is not ok.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="List the planned cases and exit.")] = False,
+) -> None:
+    """Run a declarative suite file (tasks/*.toml): its sweep and accuracy tables."""
+    from ssmbench.spec import load_suite
+
+    s = load_suite(suite)
+    extra = []
+    if s.accuracy:
+        from ssmbench.train import plan_accuracy_tables
+
+        extra = plan_accuracy_tables(s.accuracy, where=str(suite))
+    console.print(f"[bold]{s.name}[/bold]: {s.description}" if s.description else f"[bold]{s.name}[/bold]")
+    _run_sweeps(list(s.sweeps), out, force=force, retry_failed=retry_failed, dry_run=dry_run, in_process=False,
+                command=" ".join(["ssmbench", *sys.argv[1:]]), suite=s.name, extra_cases=extra)
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Option("--results", "-r", help="Results directory to read.")] = Path("results"),
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write figures and report.md "
+                                             "(default: RESULTS/report).")] = None,
+) -> None:
+    """Write scaling figures (PNG) and a Markdown report from a results directory."""
+    from rich.table import Table
+
+    from ssmbench.report import build_report
+    from ssmbench.spec import check_output_dir
+
+    if not (results / "parts").is_dir():
+        raise SpecError(f"no results in '{results}' (expected {results}/parts/*.parquet); run `ssmbench sweep` "
+                        "or `ssmbench run tasks/quick.toml` first")
+    target = check_output_dir(out if out is not None else results / "report")
+    res = build_report(results, target)
+    if res.exponents:
+        table = Table(title="scaling of time per sequence (fitted exponent over the last 3 lengths)")
+        table.add_column("series")
+        table.add_column("exponent", justify="right")
+        for k, v in res.exponents.items():
+            table.add_row(k, f"{v:.2f}")
+        console.print(table)
+    for c in res.crossovers:
+        console.print(f"crossover: {c.describe()}")
+    for p in res.figures:
+        console.print(f"figure: {p}")
+    console.print(f"[green]report: {res.markdown}[/green]")
+
+
+@app.command()
+def models(
+    d_model: Annotated[int, typer.Option(help="Width for the parameter counts.")] = 256,
+    n_layers: Annotated[int, typer.Option(help="Layers for the parameter counts.")] = 2,
+) -> None:
+    """List the registered model families, their backends and parameter counts."""
+    from rich.table import Table
+
+    from ssmbench import kernels
+    from ssmbench.models import count_params, make_config
+    from ssmbench.registry import MODELS
+
+    table = Table(title=f"models (parameters at d_model={d_model}, n_layers={n_layers}, vocab 256)")
+    for col in ("model", "aliases", "params", "d_state", "description", "backends (✓ available here)"):
+        table.add_column(col, justify="right" if col in ("params", "d_state") else "left")
+    for entry in MODELS:
+        try:
+            config = make_config(entry.name, d_model=d_model, n_layers=n_layers)
+            params, d_state = f"{count_params(config):,}", str(config.state_dim or "–")
+        except (ImportError, ValueError) as exc:
+            params, d_state = f"[red]{type(exc).__name__}[/red]", "–"
+        backends = []
+        for op in entry.ops:
+            try:
+                statuses = kernels.backends(op)
+            except ImportError:
+                continue
+            marks = " ".join(f"{b.name}{'✓' if b.available else '✗'}" for b in statuses)
+            backends.append(f"{op}: {marks}")
+        table.add_row(entry.name, ", ".join(entry.aliases), params, d_state, entry.summary, "\n".join(backends))
+    console.print(table)
+
+
+@app.command()
+def env() -> None:
+    """Print the environment fingerprint and which kernel backends can run here (and why not)."""
+    from rich.table import Table
+
+    from ssmbench import kernels
+    from ssmbench.env import fingerprint
+
+    info = Table(title="environment", show_header=False)
+    for k, v in fingerprint().items():
+        if v is not None:
+            info.add_row(k, str(v))
+    console.print(info)
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    table = Table(title=f"kernel backends on {device}")
+    for col in ("op", "backend", "available", "reason / description"):
+        table.add_column(col)
+    for op in kernels.ops():
+        try:
+            statuses = kernels.backends(op, device)
+        except ImportError as exc:
+            table.add_row(op, "–", "[red]no[/red]", f"op not installed: {exc}")
+            continue
+        for b in statuses:
+            table.add_row(op, b.name, "[green]yes[/green]" if b.available else "[red]no[/red]",
+                          b.reason or b.description)
+    console.print(table)
+
+
+def main() -> None:
+    from ssmbench.kernels import BackendUnavailable
+    from ssmbench.registry import UnknownName
+
+    try:
+        app()
+    except (SpecError, UnknownName, BackendUnavailable) as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished cases are saved; run the same command again to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

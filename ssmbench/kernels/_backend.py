@@ -1,0 +1,101 @@
+"""Backend bookkeeping shared by every kernel op.
+
+Each op folder (``selective_scan/``, ``ssd/``, ...) declares its backends as a tuple of :class:`Backend`
+entries. An entry names its implementation lazily (``"module:function"``) so that importing
+``ssmbench.kernels`` never imports Triton or an optional upstream package, and it names an optional
+``probe`` that says whether the backend can run here and, if not, why.
+
+Dispatch rules (DESIGN.md "Kernels"):
+- ``backend="auto"`` picks the available backend with the highest priority for the device;
+- an explicitly requested backend that cannot run raises :class:`BackendUnavailable` with the reason,
+  never a silent fallback to a slower path.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+
+class BackendUnavailable(RuntimeError):
+    """An explicitly requested backend cannot run here; the message says what to install or change."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    target: str  # "package.module:function"
+    devices: tuple[str, ...] = ("cpu", "cuda")  # device types the backend runs on
+    priority: dict[str, int] | None = None  # per-device preference for "auto"; higher wins; absent = never auto
+    probe: str | None = None  # "module:function" returning None when usable, else a reason string
+    description: str = ""
+
+    def rank(self, device_type: str) -> int | None:
+        if self.priority is None:
+            return None
+        return self.priority.get(device_type)
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    name: str
+    available: bool
+    reason: str
+    devices: tuple[str, ...]
+    description: str
+
+
+def load_target(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr)
+
+
+def probe_reason(backend: Backend) -> str | None:
+    """None when the backend's dependencies are importable here, else the reason it cannot run."""
+    return None if backend.probe is None else _run_probe(backend.probe)
+
+
+@cache
+def _run_probe(probe: str) -> str | None:
+    try:
+        return load_target(probe)()
+    except Exception as exc:  # a broken optional install is "unavailable", not a crash
+        return f"{type(exc).__name__}: {exc}"
+
+
+def status(backends: tuple[Backend, ...], device_type: str | None = None) -> list[BackendStatus]:
+    out = []
+    for b in backends:
+        reason = probe_reason(b)
+        if reason is None and device_type is not None and device_type not in b.devices:
+            reason = f"runs on {', '.join(b.devices)} only, not {device_type}"
+        out.append(BackendStatus(b.name, reason is None, reason or "", b.devices, b.description))
+    return out
+
+
+def resolve(op: str, backends: tuple[Backend, ...], name: str, device_type: str) -> tuple[str, Callable[..., Any]]:
+    """Return (backend name, function) for ``name`` ("auto" or an explicit backend) on ``device_type``."""
+    by_name = {b.name: b for b in backends}
+    if name == "auto":
+        ranked = sorted(
+            (b for b in backends if b.rank(device_type) is not None and device_type in b.devices),
+            key=lambda b: -(b.rank(device_type) or 0),
+        )
+        for b in ranked:
+            if probe_reason(b) is None:
+                return b.name, load_target(b.target)
+        raise BackendUnavailable(f"no available backend for {op} on {device_type}")
+    if name not in by_name:
+        known = ", ".join(by_name)
+        raise BackendUnavailable(f"unknown backend '{name}' for {op}; known: {known}")
+    b = by_name[name]
+    if device_type not in b.devices:
+        raise BackendUnavailable(f"backend '{name}' for {op} runs on {', '.join(b.devices)}, not {device_type}")
+    reason = probe_reason(b)
+    if reason is not None:
+        raise BackendUnavailable(f"backend '{name}' for {op} is unavailable: {reason}")
+    return b.name, load_target(b.target)

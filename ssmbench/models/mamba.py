@@ -1,0 +1,100 @@
+"""Mamba-1 block (Gu & Dao 2023) in pure PyTorch over ``ssmbench.kernels.selective_scan``.
+
+in_proj (d_model -> 2·d_inner: x, z) -> depthwise causal conv1d (k=d_conv) + SiLU -> x_proj (-> dt_rank + 2N)
+-> dt_proj (dt_rank -> d_inner, with bias) -> selective scan (softplus(dt + bias), gated by SiLU(z)) -> out_proj.
+Defaults follow the paper: expand 2, d_state 16, d_conv 4, dt_rank = ceil(d_model / 16), A_log = log(1..N)
+(S4D-Real), dt log-uniform in [1e-3, 1e-1] through the dt_proj bias (inverse softplus), D = 1.
+Decode keeps a conv state (b, d_inner, d_conv) and an SSM state (b, d_inner, N) in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssmbench import kernels
+from ssmbench.kernels.conv import causal_conv1d_step
+from ssmbench.models.blocks import ModelConfig, SequenceModel, interleave
+
+
+def init_dt_bias(size: int, dt_min: float = 1e-3, dt_max: float = 1e-1, floor: float = 1e-4) -> torch.Tensor:
+    """Bias b with softplus(b) = dt, dt log-uniform in [dt_min, dt_max] (Mamba's dt init)."""
+    dt = torch.exp(torch.rand(size) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))  # inverse softplus
+
+
+class MambaMixer(nn.Module):
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: int | None = None, backend: str = "auto") -> None:
+        super().__init__()
+        self.d_inner = expand * d_model
+        self.d_state, self.d_conv = d_state, d_conv
+        self.dt_rank = dt_rank or math.ceil(d_model / 16)
+        self.backend = backend
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.conv_weight = nn.Parameter(torch.empty(self.d_inner, d_conv).uniform_(-d_conv**-0.5, d_conv**-0.5))
+        self.conv_bias = nn.Parameter(torch.zeros(self.d_inner))
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        nn.init.uniform_(self.dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(init_dt_bias(self.d_inner))
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1))
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+    def _ssm_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (..., d_inner) after conv -> delta (..., d_inner) pre-bias, B (..., N), C (..., N)."""
+        dbc = self.x_proj(x)
+        dt, B, C = dbc.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return F.linear(dt, self.dt_proj.weight), B, C
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, l, d_inner) each
+        x = kernels.causal_conv1d(x.transpose(1, 2), self.conv_weight, self.conv_bias, activation="silu")
+        delta, B, C = self._ssm_inputs(x.transpose(1, 2))
+        A = -torch.exp(self.A_log.float())
+        y = kernels.selective_scan(x, delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=self.D.float(),
+                                   z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+                                   backend=self.backend)
+        return self.out_proj(y.transpose(1, 2))
+
+    def allocate_inference_cache(self, batch: int, max_len: int, dtype: torch.dtype) -> dict:
+        device = self.in_proj.weight.device
+        state_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        return {"conv": torch.zeros(batch, self.d_inner, self.d_conv, device=device, dtype=dtype),
+                "ssm": torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=state_dtype)}
+
+    def step(self, hidden: torch.Tensor, cache: dict) -> torch.Tensor:
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d_inner)
+        x = causal_conv1d_step(x, cache["conv"], self.conv_weight, self.conv_bias, activation="silu")
+        delta, B, C = self._ssm_inputs(x)
+        h = cache["ssm"]
+        st = h.dtype
+        delta = F.softplus(delta.to(st) + self.dt_proj.bias.to(st))
+        A = -torch.exp(self.A_log.to(st))
+        h.mul_(torch.exp(delta[..., None] * A)).add_(delta[..., None] * x.to(st)[..., None] * B.to(st)[:, None, :])
+        y = (h * C.to(st)[:, None, :]).sum(-1) + self.D.to(st) * x.to(st)
+        y = y * F.silu(z.to(st))
+        return self.out_proj(y.to(hidden.dtype))
+
+
+@dataclass(frozen=True)
+class MambaConfig(ModelConfig):
+    d_model: int = 256
+    n_layers: int = 2
+    vocab_size: int = 256
+    backend: str = "auto"  # selective_scan backend
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    dt_rank: int | None = None  # None = ceil(d_model / 16)
+
+    def build(self) -> SequenceModel:
+        mixers = interleave(self.n_layers, lambda i: MambaMixer(self.d_model, self.d_state, self.d_conv, self.expand,
+                                                                 self.dt_rank, self.backend))
+        return SequenceModel(self.vocab_size, self.d_model, mixers)

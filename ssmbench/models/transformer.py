@@ -1,0 +1,100 @@
+"""Causal multi-head attention transformer (pre-norm, RoPE rotate-half, GELU MLP 4x) with a KV cache.
+
+Attention runs through ``ssmbench.kernels.attention`` so the SDPA backend is an explicit, recorded choice.
+Decode: the KV cache is preallocated (b, h, max_len, head_dim); a step writes position t and attends over
+[:t+1] with ``causal=False`` (a single query sees every cached key).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ssmbench import kernels
+from ssmbench.models.blocks import MLP, ModelConfig, SequenceModel, interleave
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, base: float = 10000.0,
+                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (len(positions), head_dim) for the rotate-half (GPT-NeoX) layout."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float64) / head_dim)
+    angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (..., l, head_dim); pairs (i, i + head_dim/2) rotate by angle pos * theta_i."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, backend: str = "auto", rope: bool = True) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.backend, self.rope = backend, rope
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, length, _ = x.shape
+        qkv = self.qkv(x).view(b, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]  # each (b, h, l, head_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, d = x.shape
+        q, k, v = self._split(x)
+        if self.rope:
+            cos, sin = rope_cos_sin(torch.arange(length, device=x.device), self.head_dim, dtype=q.dtype)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = kernels.attention(q, k, v, causal=True, backend=self.backend)
+        return self.out(y.transpose(1, 2).reshape(b, length, d))
+
+    def allocate_inference_cache(self, batch: int, max_len: int, dtype: torch.dtype) -> dict:
+        device = self.qkv.weight.device
+        shape = (batch, self.n_heads, max_len, self.head_dim)
+        return {"k": torch.zeros(shape, device=device, dtype=dtype), "v": torch.zeros(shape, device=device, dtype=dtype),
+                "pos": 0}
+
+    def step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        b, d = x.shape
+        pos = cache["pos"]
+        if pos >= cache["k"].shape[2]:
+            raise RuntimeError(f"KV cache full at {pos} tokens; allocate a larger max_len")
+        q, k, v = self._split(x[:, None, :])
+        if self.rope:
+            cos, sin = rope_cos_sin(torch.tensor([pos], device=x.device), self.head_dim, dtype=q.dtype)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        cache["k"][:, :, pos:pos + 1] = k
+        cache["v"][:, :, pos:pos + 1] = v
+        cache["pos"] = pos + 1
+        y = kernels.attention(q, cache["k"][:, :, :pos + 1], cache["v"][:, :, :pos + 1], causal=False,
+                              backend=self.backend)
+        return self.out(y.reshape(b, d))
+
+
+@dataclass(frozen=True)
+class TransformerConfig(ModelConfig):
+    d_model: int = 256
+    n_layers: int = 2
+    vocab_size: int = 256
+    backend: str = "auto"  # attention backend: sdpa, math, flash, efficient, cudnn, flash_attn, reference
+    head_dim: int = 64  # heads of 64 (n_heads = d_model // head_dim)
+    mlp_expand: int = 4  # MLP width multiple; 0 = attention-only layers (Zoology's MQAR setting)
+    rope: bool = True
+
+    @property
+    def n_heads(self) -> int:
+        return max(1, self.d_model // self.head_dim)
+
+    def build(self) -> SequenceModel:
+        mlp = (lambda i: MLP(self.d_model, self.mlp_expand)) if self.mlp_expand else None
+        mixers = interleave(self.n_layers, lambda i: CausalSelfAttention(self.d_model, self.n_heads, self.backend,
+                                                                         self.rope), mlp)
+        return SequenceModel(self.vocab_size, self.d_model, mixers)

@@ -1,0 +1,233 @@
+"""Parsing of user syntax into frozen dataclasses; every bad input raises :class:`SpecError` with one clear line.
+
+- lengths: ``1k..64k`` (powers of two, inclusive), lists ``512,2k,8k``, suffixes k/m (1k = 1024), or a mix.
+- models: ``name[:backend]``, comma-separated (``mamba:chunked,transformer``).
+- suites: ``tasks/*.toml`` with ``[[sweep]]`` (and ``[[accuracy]]``) tables whose keys are the CLI's options.
+
+Nothing here imports torch: validation must stay instant.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ssmbench.registry import MODELS, UnknownName
+
+MODES = ("fwd", "fwdbwd", "prefill", "decode")
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+DEVICES = ("auto", "cpu", "cuda")
+_SUFFIX = {"": 1, "k": 1024, "m": 1024 * 1024}
+_NUMBER = re.compile(r"^(\d+)([km]?)$")
+
+
+class SpecError(ValueError):
+    """Bad user input; the message is printed as is and the CLI exits with code 2."""
+
+
+def parse_size(text: str, what: str = "length") -> int:
+    """'4k' -> 4096, '512' -> 512, '1m' -> 1048576."""
+    m = _NUMBER.match(text.strip().lower())
+    if not m:
+        raise SpecError(f"bad {what} '{text}': expected a positive integer with optional k/m suffix, e.g. 512, 4k")
+    value = int(m.group(1)) * _SUFFIX[m.group(2)]
+    if value <= 0:
+        raise SpecError(f"bad {what} '{text}': must be positive")
+    return value
+
+
+def parse_lengths(text: str) -> tuple[int, ...]:
+    """'1k..8k' -> (1024, 2048, 4096, 8192); '512,2k' -> (512, 2048). Sorted, unique."""
+    if not str(text).strip():
+        raise SpecError("empty length list; give e.g. 256..4k or 512,2k,8k")
+    out: set[int] = set()
+    for part in str(text).split(","):
+        part = part.strip()
+        if ".." in part:
+            lo_text, _, hi_text = part.partition("..")
+            lo, hi = parse_size(lo_text), parse_size(hi_text)
+            if lo > hi:
+                raise SpecError(f"bad length range '{part}': start {lo} is larger than end {hi}")
+            if lo & (lo - 1):
+                raise SpecError(f"bad length range '{part}': a range steps by powers of two, so its start "
+                                f"must be one ({lo} is not); list lengths with commas instead")
+            n = lo
+            while n <= hi:
+                out.add(n)
+                n *= 2
+        else:
+            out.add(parse_size(part))
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # canonical registry name
+    backend: str = "auto"
+
+    def __str__(self) -> str:
+        return self.name if self.backend == "auto" else f"{self.name}:{self.backend}"
+
+
+def _known_backends(model: str) -> set[str]:
+    from ssmbench import kernels
+
+    entry = MODELS.get(model)
+    names: set[str] = {"auto"}
+    for op in entry.ops:
+        names.update(b.name for b in kernels.backends(op))
+    return names
+
+
+def parse_models(text: str) -> tuple[ModelSpec, ...]:
+    """'mamba:chunked,transformer' -> (ModelSpec('mamba', 'chunked'), ModelSpec('transformer'))."""
+    specs = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, _, backend = part.partition(":")
+        try:
+            entry = MODELS.get(name)
+        except UnknownName as exc:
+            raise SpecError(str(exc)) from None
+        backend = backend.strip().lower() or "auto"
+        if entry.ops:
+            known = _known_backends(entry.name)
+            if backend not in known:
+                raise SpecError(f"unknown backend '{backend}' for model '{entry.name}'; "
+                                f"known: {', '.join(sorted(known))} (see `ssmbench models`)")
+        specs.append(ModelSpec(entry.name, backend))
+    if not specs:
+        raise SpecError("no models given; e.g. --models mamba,transformer (see `ssmbench models`)")
+    return tuple(dict.fromkeys(specs))
+
+
+def parse_modes(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    modes = tuple(dict.fromkeys(p.strip().lower() for p in parts if p.strip()))
+    for m in modes:
+        if m not in MODES:
+            raise SpecError(f"unknown mode '{m}'; choose from {', '.join(MODES)}")
+    if not modes:
+        raise SpecError(f"no mode given; choose from {', '.join(MODES)}")
+    return modes
+
+
+def parse_int_list(text: str | int | list[int], what: str) -> tuple[int, ...]:
+    if isinstance(text, int):
+        return (text,)
+    parts = text.split(",") if isinstance(text, str) else [str(p) for p in text]
+    return tuple(parse_size(p, what) for p in parts if str(p).strip())
+
+
+def check_device_dtype(device: str, dtype: str) -> None:
+    if device not in DEVICES:
+        raise SpecError(f"unknown device '{device}'; choose from {', '.join(DEVICES)}")
+    if dtype not in DTYPES:
+        raise SpecError(f"unknown dtype '{dtype}'; choose from {', '.join(DTYPES)}")
+    if device == "cpu" and dtype in ("float16", "bfloat16"):
+        raise SpecError(f"dtype {dtype} is not supported on cpu (half-precision CPU kernels are emulated and "
+                        "their timings mislead); use --dtype float32, or --device cuda")
+
+
+def check_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Create the output directory (or fail with one line if it cannot be written)."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpecError(f"cannot create output directory '{out}': {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK):
+        raise SpecError(f"output directory '{out}' is not writable")
+    return out
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A speed/memory sweep: every model x mode x length (x batch) is one case."""
+
+    models: tuple[ModelSpec, ...]
+    lengths: tuple[int, ...]
+    modes: tuple[str, ...] = ("fwd",)
+    device: str = "auto"
+    dtype: str = "float32"
+    tokens: int = 8192  # tokens per batch; batch = tokens // L unless ``batches`` is given
+    batches: tuple[int, ...] = ()  # explicit batch sizes (override tokens)
+    d_model: int = 256
+    n_layers: int = 2
+    vocab_size: int = 256
+    model_options: tuple[tuple[str, Any], ...] = ()  # extra config fields, e.g. (("d_state", 32),)
+    match_params: bool = False  # size each family to the transformer's parameter count
+    warmup: int = 2
+    samples: int = 5  # at least this many timed samples ...
+    budget_s: float = 2.0  # ... and keep sampling while under this budget (max 50)
+    decode_tokens: int = 32  # decode mode: tokens generated per sample
+    timeout_s: float = 600.0
+    threads: int = 0  # torch CPU threads in the worker; 0 = all cores
+    seed: int = 0
+    name: str = "sweep"
+
+
+def _coerce_sweep(table: dict[str, Any], where: str) -> SweepSpec:
+    valid = {f.name for f in fields(SweepSpec)} | {"batch", "mode"}
+    unknown = set(table) - valid
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(valid))}")
+    if "models" not in table or "lengths" not in table:
+        raise SpecError(f"{where}: needs 'models' and 'lengths'")
+    t = dict(table)
+    kw: dict[str, Any] = {"models": parse_models(t.pop("models")), "lengths": parse_lengths(str(t.pop("lengths")))}
+    if "mode" in t or "modes" in t:
+        kw["modes"] = parse_modes(t.pop("modes", t.pop("mode", "fwd")))
+    if "batch" in t or "batches" in t:
+        kw["batches"] = parse_int_list(t.pop("batches", t.pop("batch", "")), "batch")
+    if "model_options" in t:
+        opts = t.pop("model_options")
+        if not isinstance(opts, dict):
+            raise SpecError(f"{where}: model_options must be a table, e.g. {{ d_state = 32 }}")
+        kw["model_options"] = tuple(sorted(opts.items()))
+    kw.update(t)
+    spec = SweepSpec(**kw)
+    check_device_dtype(spec.device, spec.dtype)
+    return spec
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: str
+    description: str = ""
+    sweeps: tuple[SweepSpec, ...] = ()
+    accuracy: tuple[dict[str, Any], ...] = ()  # raw [[accuracy]] tables, parsed by ssmbench.train
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+def load_suite(path: str | os.PathLike[str]) -> Suite:
+    p = Path(path)
+    if not p.is_file():
+        hint = ""
+        candidate = Path("tasks") / (p.name if p.suffix else f"{p.name}.toml")
+        if candidate.is_file() and candidate != p:
+            hint = f"; did you mean '{candidate}'?"
+        raise SpecError(f"suite file '{path}' not found{hint}")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: invalid TOML: {exc}") from None
+    meta = data.pop("suite", {})
+    sweeps_raw = data.pop("sweep", [])
+    accuracy_raw = data.pop("accuracy", [])
+    if data:
+        raise SpecError(f"{path}: unknown table(s) {', '.join(data)}; expected [suite], [[sweep]], [[accuracy]]")
+    name = meta.get("name", p.stem)
+    sweeps = tuple(replace(_coerce_sweep(t, f"{path} [[sweep]] #{i + 1}"), name=t.get("name", name))
+                   for i, t in enumerate(sweeps_raw))
+    if not sweeps and not accuracy_raw:
+        raise SpecError(f"{path}: no [[sweep]] or [[accuracy]] tables")
+    return Suite(name=name, path=str(p), description=meta.get("description", ""), sweeps=sweeps,
+                 accuracy=tuple(accuracy_raw), options=meta)

@@ -1,0 +1,193 @@
+"""Tidy Parquet results: one row per (case, metric, statistic), one part file per finished case.
+
+Layout under the output root (``results/`` by default)::
+
+    parts/<case_id>.parquet   rows of one case (overwritten when the case is re-run: no duplicates)
+    runs/<run_id>.parquet     one row per run: the environment fingerprint
+
+Every file is written to a temporary name in the same directory and renamed, so a killed sweep leaves either
+the whole part or nothing. ``load(root)`` returns all rows as one pandas DataFrame
+(equivalently: ``pandas.read_parquet("results/parts")``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ssmbench.case import Case
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "oom", "timeout", "error", "skipped")
+
+SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("case_id", pa.string()),
+    ("kind", pa.string()),
+    ("model", pa.string()),
+    ("backend", pa.string()),  # the backend that actually ran (requested one is in ``case``)
+    ("scope", pa.string()),
+    ("mode", pa.string()),
+    ("device", pa.string()),
+    ("dtype", pa.string()),
+    ("batch", pa.int64()),
+    ("seq_len", pa.int64()),
+    ("d_model", pa.int64()),
+    ("n_layers", pa.int64()),
+    ("d_state", pa.int64()),
+    ("params", pa.int64()),
+    ("task", pa.string()),
+    ("metric", pa.string()),
+    ("stat", pa.string()),
+    ("value", pa.float64()),
+    ("unit", pa.string()),
+    ("n_samples", pa.int64()),
+    ("samples", pa.list_(pa.float64())),  # raw samples, on the row that summarises them
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("case", pa.string()),  # the full case as JSON
+    ("schema_version", pa.int64()),
+    ("timestamp", pa.string()),
+])
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measured value of a case."""
+
+    metric: str  # time, tokens_per_s, peak_mem, accuracy, ...
+    stat: str  # median, q25, q75, iqr, min, max, value, ...
+    value: float
+    unit: str
+    n_samples: int = 1
+    samples: tuple[float, ...] | None = None
+    # Optional per-row overrides (an accuracy case evaluates several lengths: seq_len per row).
+    seq_len: int | None = None
+
+
+@dataclass
+class CaseResult:
+    status: str = "ok"
+    error: str = ""
+    metrics: list[Metric] | None = None
+    info: dict[str, Any] | None = None  # backend that ran, params, d_state, notes
+
+
+def _atomic_write_table(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def case_rows(run_id: str, case: Case, result: CaseResult) -> list[dict[str, Any]]:
+    info = result.info or {}
+    base = {
+        "run_id": run_id, "case_id": case.case_id, "kind": case.kind, "model": case.model,
+        "backend": info.get("backend", case.backend), "scope": case.scope, "mode": case.mode,
+        "device": case.device, "dtype": case.dtype, "batch": case.batch, "seq_len": case.seq_len,
+        "d_model": info.get("d_model", case.d_model), "n_layers": info.get("n_layers", case.n_layers),
+        "d_state": info.get("d_state"), "params": info.get("params"), "task": case.task or None,
+        "status": result.status, "error": result.error or None, "case": case.to_json(),
+        "schema_version": SCHEMA_VERSION, "timestamp": _now(),
+    }
+    metrics = result.metrics or []
+    if not metrics:
+        return [{**base, "metric": "status", "stat": "none", "value": float("nan"), "unit": "",
+                 "n_samples": 0, "samples": None}]
+    rows = []
+    for m in metrics:
+        row = {**base, "metric": m.metric, "stat": m.stat, "value": float(m.value), "unit": m.unit,
+               "n_samples": m.n_samples, "samples": list(m.samples) if m.samples is not None else None}
+        if m.seq_len is not None:
+            row["seq_len"] = m.seq_len
+        rows.append(row)
+    return rows
+
+
+def write_case(root: str | os.PathLike[str], run_id: str, case: Case, result: CaseResult) -> Path:
+    table = pa.Table.from_pylist(case_rows(run_id, case, result), schema=SCHEMA)
+    path = Path(root) / "parts" / f"{case.case_id}.parquet"
+    _atomic_write_table(table, path)
+    return path
+
+
+def write_run(root: str | os.PathLike[str], run_id: str, env: dict[str, Any], command: str = "",
+              suite: str = "") -> Path:
+    row = {"run_id": run_id, "timestamp": _now(), "command": command, "suite": suite,
+           "schema_version": SCHEMA_VERSION, "env": json.dumps(env, sort_keys=True, default=str)}
+    row.update({k: str(v) if v is not None else None for k, v in env.items()})
+    path = Path(root) / "runs" / f"{run_id}.parquet"
+    _atomic_write_table(pa.Table.from_pylist([row]), path)
+    return path
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid() % 100000:05d}"
+
+
+def _part_files(root: Path) -> list[Path]:
+    return sorted((root / "parts").glob("*.parquet"))
+
+
+def load(root: str | os.PathLike[str] = "results") -> pd.DataFrame:
+    """All result rows under ``root`` as one DataFrame (empty, with the schema's columns, if none)."""
+    files = _part_files(Path(root))
+    if not files:
+        return SCHEMA.empty_table().to_pandas()
+    return pa.concat_tables(pq.read_table(f, schema=SCHEMA) for f in files).to_pandas()
+
+
+def load_runs(root: str | os.PathLike[str] = "results") -> pd.DataFrame:
+    files = sorted((Path(root) / "runs").glob("*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=["run_id", "timestamp", "command", "env"])
+    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+
+
+def finished_cases(root: str | os.PathLike[str]) -> dict[str, str]:
+    """case_id -> status for every case with a part file (reads only the two columns it needs)."""
+    out: dict[str, str] = {}
+    for f in _part_files(Path(root)):
+        try:
+            t = pq.read_table(f, columns=["case_id", "status"])
+        except (OSError, pa.ArrowInvalid):
+            continue  # an unreadable part counts as unfinished and is re-run
+        if t.num_rows:
+            out[t.column("case_id")[0].as_py()] = t.column("status")[0].as_py()
+    return out
+
+
+def select(df: pd.DataFrame, **equals: Any) -> pd.DataFrame:
+    """Rows where every given column equals the value (a list/tuple value means 'is in')."""
+    mask = pd.Series(True, index=df.index)
+    for col, val in equals.items():
+        mask &= df[col].isin(val) if isinstance(val, (list, tuple, set)) else (df[col] == val)
+    return df[mask]
+
+
+def metric_table(df: pd.DataFrame, metric: str, stats: Iterable[str] = ("median",)) -> pd.DataFrame:
+    """One row per ok case with a column per requested stat of ``metric``."""
+    rows = df[(df.metric == metric) & (df.status == "ok") & (df.stat.isin(list(stats)))]
+    keys = ["case_id", "kind", "model", "backend", "mode", "device", "dtype", "batch", "seq_len", "d_model",
+            "n_layers", "d_state", "params", "task"]
+    return rows.pivot_table(index=keys, columns="stat", values="value", dropna=False).reset_index()
