@@ -43,8 +43,15 @@ def _parse_options(pairs: list[str] | None) -> tuple[tuple[str, Any], ...]:
 
 def _run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retry_failed: bool, command: str,
                        suite: str = "", in_process: bool = False):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from ssmbench.runner import run_cases
 
@@ -136,8 +143,15 @@ def sweep(
     in_process: Annotated[bool, typer.Option(help="Run cases in this process (debugging; no isolation).")] = False,
 ) -> None:
     """Time and measure memory of models over a sweep of sequence lengths."""
-    from ssmbench.spec import (SweepSpec, check_device_dtype, check_output_dir, parse_int_list, parse_lengths,
-                               parse_models, parse_modes, parse_size)
+    from ssmbench.spec import (
+        SweepSpec,
+        check_device_dtype,
+        parse_int_list,
+        parse_lengths,
+        parse_models,
+        parse_modes,
+        parse_size,
+    )
 
     check_device_dtype(device, dtype)
     for name, value in (("--samples", samples), ("--d-model", d_model), ("--n-layers", n_layers),
@@ -234,25 +248,28 @@ def models(
     n_layers: Annotated[int, typer.Option(help="Layers for the parameter counts.")] = 2,
 ) -> None:
     """List the registered model families, their backends and parameter counts."""
+    import torch
     from rich.table import Table
 
     from ssmbench import kernels
     from ssmbench.models import count_params, make_config
     from ssmbench.registry import MODELS
 
-    table = Table(title=f"models (parameters at d_model={d_model}, n_layers={n_layers}, vocab 256)")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    table = Table(title=f"models (parameters at d_model={d_model}, n_layers={n_layers}, vocab 256; "
+                        f"backends on {device})")
     for col in ("model", "aliases", "params", "d_state", "description", "backends (✓ available here)"):
         table.add_column(col, justify="right" if col in ("params", "d_state") else "left")
     for entry in MODELS:
         try:
             config = make_config(entry.name, d_model=d_model, n_layers=n_layers)
             params, d_state = f"{count_params(config):,}", str(config.state_dim or "–")
-        except (ImportError, ValueError) as exc:
+        except (ImportError, ValueError, RuntimeError) as exc:
             params, d_state = f"[red]{type(exc).__name__}[/red]", "–"
         backends = []
         for op in entry.ops:
             try:
-                statuses = kernels.backends(op)
+                statuses = kernels.backends(op, device)
             except ImportError:
                 continue
             marks = " ".join(f"{b.name}{'✓' if b.available else '✗'}" for b in statuses)

@@ -251,7 +251,8 @@ def _failures_markdown(df: pd.DataFrame) -> list[str]:
     bad = df[df.status != "ok"].drop_duplicates("case_id")
     if bad.empty:
         return []
-    lines = ["## Cases that did not finish", "", "| model | mode | L | batch | status | error |", "|---|---|---:|---:|---|---|"]
+    lines = ["## Cases that did not finish", "", "| model | mode | L | batch | status | error |",
+             "|---|---|---:|---:|---|---|"]
     for _, r in bad.sort_values(["model", "seq_len"]).iterrows():
         err = str(r.error or "").replace("|", "/")[:160]
         lines.append(f"| {r.model} | {r['mode']} | {format_length(r.seq_len)} | {r.batch} | {r.status} | {err} |")

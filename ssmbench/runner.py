@@ -8,6 +8,7 @@ most the case in flight, and re-running skips finished cases.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -107,10 +108,8 @@ class WorkerProcess:
         return f"worker process exited with code {code}"
 
     def _wait(self, timeout: float) -> None:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -121,10 +120,8 @@ class WorkerProcess:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(OSError):
                 self.send_conn.send(None)
-            except OSError:
-                pass
             self._wait(5)
         self.kill()
 

@@ -10,9 +10,10 @@ Public API::
     backends(op) -> list[BackendStatus]
     last_backend(op) -> name of the backend that ran most recently for ``op`` (recorded in results)
 
-Backends are declared per op folder and imported lazily (see ``_backend.py``). The folders are named by
-family (``mamba1/`` holds the selective scan, ``mamba2/`` the SSD, ``sdpa.py`` attention) rather than by op: a subpackage named
-``selective_scan`` would replace the ``selective_scan`` function on this package the moment it is imported.
+Backends are declared per op folder and imported lazily (see ``_backend.py``).
+The folders are named by family (``mamba1/`` holds the selective scan, ``mamba2/`` the SSD, ``sdpa.py``
+attention) rather than by op: a subpackage named ``selective_scan`` would replace the ``selective_scan``
+function on this package the moment it is imported.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ __all__ = [
     "backends",
     "causal_conv1d",
     "dispatch",
-    "last_backend",
     "fft_conv",
+    "last_backend",
     "ops",
     "s4_kernel",
     "selective_scan",

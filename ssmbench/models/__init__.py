@@ -31,10 +31,13 @@ def make_config(name: str, *, backend: str = "auto", d_model: int = 256, n_layer
 
 
 def count_params(config: Any) -> int:
-    """Parameter count without allocating weights (built on the meta device)."""
+    """Parameter count, without allocating weights where the family's init allows (meta device)."""
     import torch
 
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            return config.build().num_params()
+    except (RuntimeError, NotImplementedError):  # an init that needs real values (e.g. an eigendecomposition)
         return config.build().num_params()
 
 
