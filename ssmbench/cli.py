@@ -42,7 +42,8 @@ def _parse_options(pairs: list[str] | None) -> tuple[tuple[str, Any], ...]:
 
 
 def _run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retry_failed: bool, command: str,
-                       suite: str = "", in_process: bool = False):
+                       suite: str = "", in_process: bool = False, executor: str = "local", gpus: int | None = None,
+                       slurm=None):
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -53,7 +54,7 @@ def _run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, ret
         TimeRemainingColumn,
     )
 
-    from ssmbench.runner import run_cases
+    from ssmbench.executors import run_with_executor
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console,
@@ -67,8 +68,9 @@ def _run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, ret
                         description=case.label() if case is not None else "done")
 
     with progress:
-        summary = run_cases(cases, out, force=force, resume=resume, retry_failed=retry_failed, command=command,
-                            suite=suite, on_progress=on_progress, in_process=in_process)
+        kw = {"command": command, "suite": suite, "in_process": in_process} if executor != "slurm" else {}
+        summary = run_with_executor(cases, out, executor, gpus=gpus, slurm=slurm, force=force, resume=resume,
+                                    retry_failed=retry_failed, on_progress=on_progress, **kw)
     skipped = len(summary.outcomes) - len(summary.executed)
     if skipped:
         err_console.print(f"[dim]{skipped} finished case(s) already in {out} were skipped "
@@ -141,6 +143,11 @@ def sweep(
     retry_failed: Annotated[bool, typer.Option(help="Re-run cases whose stored status is not ok.")] = False,
     dry_run: Annotated[bool, typer.Option(help="List the planned cases and exit.")] = False,
     in_process: Annotated[bool, typer.Option(help="Run cases in this process (debugging; no isolation).")] = False,
+    executor: Annotated[str, typer.Option(help="local (one worker), local-gpus (one worker per GPU) or slurm "
+                                          "(submitit jobs).")] = "local",
+    gpus: Annotated[int | None, typer.Option(help="local-gpus: how many GPUs (default all).")] = None,
+    slurm_partition: Annotated[str | None, typer.Option(help="slurm: partition.")] = None,
+    slurm_jobs: Annotated[int, typer.Option(help="slurm: number of array jobs sharing the cases.")] = 4,
 ) -> None:
     """Time and measure memory of models over a sweep of sequence lengths."""
     from ssmbench.spec import (
@@ -167,11 +174,20 @@ def sweep(
                      warmup=warmup, samples=samples, budget_s=budget, decode_tokens=decode_tokens,
                      timeout_s=timeout, threads=threads)
     _run_sweeps([spec], out, force=force, retry_failed=retry_failed, dry_run=dry_run, in_process=in_process,
-                command=" ".join(["ssmbench", *sys.argv[1:]]))
+                command=" ".join(["ssmbench", *sys.argv[1:]]), executor=executor, gpus=gpus,
+                slurm=_slurm_options(out, slurm_partition, slurm_jobs, timeout))
+
+
+def _slurm_options(out: Path, partition: str | None, jobs: int, timeout_s: float):
+    from ssmbench.executors import SlurmOptions
+
+    return SlurmOptions(folder=str(out / "slurm"), partition=partition, jobs=jobs,
+                        timeout_min=max(10, int(timeout_s / 60) * 4))
 
 
 def _run_sweeps(specs: list, out: Path, *, force: bool, retry_failed: bool, dry_run: bool, in_process: bool,
-                command: str, suite: str = "", extra_cases: list | None = None) -> None:
+                command: str, suite: str = "", extra_cases: list | None = None, executor: str = "local",
+                gpus: int | None = None, slurm=None) -> None:
     from ssmbench.runner import plan_sweep
     from ssmbench.spec import check_output_dir
 
@@ -182,8 +198,12 @@ def _run_sweeps(specs: list, out: Path, *, force: bool, retry_failed: bool, dry_
         console.print(f"{len(cases)} case(s)")
         return
     check_output_dir(out)
+    from ssmbench.executors import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise SpecError(f"unknown executor '{executor}'; choose from {', '.join(EXECUTORS)}")
     summary = _run_with_progress(cases, out, force=force, resume=True, retry_failed=retry_failed, command=command,
-                                 suite=suite, in_process=in_process)
+                                 suite=suite, in_process=in_process, executor=executor, gpus=gpus, slurm=slurm)
     _summary_table(summary)
     if summary.failed:
         raise typer.Exit(1)
@@ -196,6 +216,10 @@ def run(
     force: Annotated[bool, typer.Option(help="Re-run cases that already have results.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="Re-run cases whose stored status is not ok.")] = False,
     dry_run: Annotated[bool, typer.Option(help="List the planned cases and exit.")] = False,
+    executor: Annotated[str, typer.Option(help="local, local-gpus or slurm.")] = "local",
+    gpus: Annotated[int | None, typer.Option(help="local-gpus: how many GPUs (default all).")] = None,
+    slurm_partition: Annotated[str | None, typer.Option(help="slurm: partition.")] = None,
+    slurm_jobs: Annotated[int, typer.Option(help="slurm: number of array jobs sharing the cases.")] = 4,
 ) -> None:
     """Run a declarative suite file (tasks/*.toml): its sweep and accuracy tables."""
     from ssmbench.spec import load_suite
@@ -208,7 +232,72 @@ def run(
         extra = plan_accuracy_tables(s.accuracy, where=str(suite))
     console.print(f"[bold]{s.name}[/bold]: {s.description}" if s.description else f"[bold]{s.name}[/bold]")
     _run_sweeps(list(s.sweeps), out, force=force, retry_failed=retry_failed, dry_run=dry_run, in_process=False,
-                command=" ".join(["ssmbench", *sys.argv[1:]]), suite=s.name, extra_cases=extra)
+                command=" ".join(["ssmbench", *sys.argv[1:]]), suite=s.name, extra_cases=extra, executor=executor,
+                gpus=gpus, slurm=_slurm_options(out, slurm_partition, slurm_jobs, 600))
+
+
+@app.command()
+def accuracy(
+    task: Annotated[str, typer.Option("--task", "-t", help="Synthetic task: copying, selective_copying, mqar "
+                                      "(selective_recall), induction_heads.")],
+    models: Annotated[str, typer.Option("--models", "-m", help="Models, comma-separated, each name[:backend].")],
+    lengths: Annotated[str | None, typer.Option("--lengths", "-L", help="Train lengths, e.g. 64..256 (one model "
+                                                "per length; default: the task's).")] = None,
+    eval_lengths: Annotated[str | None, typer.Option(help="Also evaluate at these lengths, e.g. 64..1k "
+                                                     "(extrapolation; default: the task's).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps (fresh batch each step).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")] = None,
+    batch: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    d_model: Annotated[int | None, typer.Option(help="Model width.")] = None,
+    n_layers: Annotated[int | None, typer.Option(help="Number of layers.")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Model option KEY=VALUE (repeatable), "
+                                                     "e.g. d_state=16 or head_dim=16.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Task parameter KEY=VALUE (repeatable), "
+                                                    "e.g. num_kv_pairs=8.")] = None,
+    stop_at: Annotated[float | None, typer.Option(help="Stop early once held-out accuracy reaches this.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the initialisation and the training stream.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads in the worker (0 = all cores).")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds before a case is killed.")] = None,
+    out: ResultsDir = Path("results"),
+    force: Annotated[bool, typer.Option(help="Re-run cases that already have results.")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="Re-run cases whose stored status is not ok.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="List the planned cases and exit.")] = False,
+) -> None:
+    """Train a fresh model per (model, train length) on a synthetic task; report accuracy at each length."""
+    from ssmbench.train import plan_accuracy
+
+    given = {"task": task, "models": models, "lengths": lengths, "eval_lengths": eval_lengths, "steps": steps,
+             "lr": lr, "batch": batch, "d_model": d_model, "n_layers": n_layers, "stop_at": stop_at, "seed": seed,
+             "device": device, "threads": threads, "timeout_s": timeout,
+             "model_options": dict(_parse_options(option)), "params": dict(_parse_options(param))}
+    cases = plan_accuracy({k: v for k, v in given.items() if v is not None}, where="accuracy")
+    try:
+        _run_sweeps([], out, force=force, retry_failed=retry_failed, dry_run=dry_run, in_process=False,
+                    command=" ".join(["ssmbench", *sys.argv[1:]]), extra_cases=cases)
+    finally:
+        if not dry_run and (out / "parts").is_dir():
+            _accuracy_table(out, {c.case_id for c in cases})
+
+
+def _accuracy_table(out: Path, case_ids: set[str]) -> None:
+    from rich.table import Table
+
+    from ssmbench import store
+    from ssmbench.report_accuracy import accuracy_frame, wide_table
+
+    df = store.load(out)
+    wide = wide_table(accuracy_frame(df[df.case_id.isin(case_ids)]))
+    if wide.empty:
+        return
+    cols = [c for c in wide.columns if c.startswith("acc@")]
+    table = Table(title="accuracy (held-out, supervised tokens) by evaluation length")
+    for col in ("model", "train L", "steps", "train time", *(c.replace("acc@", "L=") for c in cols)):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for _, r in wide.iterrows():
+        table.add_row(r.label, str(r.train_len), f"{r.steps:.0f}", f"{r.train_time:.0f} s",
+                      *("–" if r[c] != r[c] else f"{r[c]:.3f}" for c in cols))
+    console.print(table)
 
 
 @app.command()

@@ -15,9 +15,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_connections
 from pathlib import Path
 
 from ssmbench import store
@@ -71,31 +73,45 @@ class WorkerProcess:
     caller's ``__main__`` is never re-imported.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ssmbench.worker", str(to_child_r), str(from_child_w)],
-            pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL)
+            pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None)
         os.close(to_child_r)
         os.close(from_child_w)
         self.send_conn = Connection(to_child_w, readable=False)
         self.recv_conn = Connection(from_child_r, writable=False)
 
-    def run(self, case: Case) -> tuple[CaseResult, bool]:
-        """(result, needs_restart)."""
+    def submit(self, case: Case) -> bool:
+        """Hand a case to the worker; False if the worker is already dead."""
         try:
             self.send_conn.send(dataclasses.asdict(case))
-            if not self.recv_conn.poll(case.timeout_s):
-                self.kill()
-                return CaseResult(status="timeout", error=f"no result within {case.timeout_s:g} s; worker killed"), True
+            return True
+        except OSError:
+            return False
+
+    def collect(self) -> tuple[CaseResult, bool]:
+        """Read the result of the submitted case (call when ``recv_conn`` is ready). (result, needs_restart)."""
+        try:
             reply = self.recv_conn.recv()
-        except (EOFError, OSError, BrokenPipeError):
+        except (EOFError, OSError):
             self._wait(5)
             return CaseResult(status="error", error=self._death_reason()), True
         from ssmbench.worker import result_from_dict
 
         return result_from_dict(reply["result"]), bool(reply["suspect"])
+
+    def run(self, case: Case) -> tuple[CaseResult, bool]:
+        """Submit, wait up to the case's timeout, collect. (result, needs_restart)."""
+        if not self.submit(case):
+            return self.collect()
+        if not self.recv_conn.poll(case.timeout_s):
+            self.kill()
+            return timeout_result(case), True
+        return self.collect()
 
     def _death_reason(self) -> str:
         code = self.proc.poll()
@@ -124,6 +140,10 @@ class WorkerProcess:
                 self.send_conn.send(None)
             self._wait(5)
         self.kill()
+
+
+def timeout_result(case: Case) -> CaseResult:
+    return CaseResult(status="timeout", error=f"no result within {case.timeout_s:g} s; worker killed")
 
 
 @dataclass
@@ -174,10 +194,13 @@ ProgressHook = Callable[[int, int, Case | None, Outcome | None], None]
 
 def run_cases(cases: Iterable[Case], root: str | Path, *, run_id: str | None = None, resume: bool = True,
               force: bool = False, retry_failed: bool = False, command: str = "", suite: str = "",
-              on_progress: ProgressHook | None = None, in_process: bool = False) -> RunSummary:
+              on_progress: ProgressHook | None = None, in_process: bool = False,
+              worker_envs: Sequence[dict[str, str]] = ({},)) -> RunSummary:
     """Run ``cases`` and write one part per finished case under ``root``.
 
-    ``on_progress(done, total, current_case, last_outcome)`` is called before each case and after the last.
+    ``on_progress(done, total, current_case, last_outcome)`` is called when a case starts and after the last.
+    ``worker_envs`` gives one persistent worker per entry, with those environment overrides (``local-gpus``
+    passes one ``CUDA_VISIBLE_DEVICES`` per GPU); cases are handed to whichever worker is free.
     ``in_process=True`` runs cases in this process (no isolation; for debugging with pdb).
     """
     root = Path(root)
@@ -189,33 +212,82 @@ def run_cases(cases: Iterable[Case], root: str | Path, *, run_id: str | None = N
     from ssmbench.env import fingerprint
 
     store.write_run(root, run_id, fingerprint(), command=command, suite=suite)
-    worker: WorkerProcess | None = None
     total = len(to_run)
-    last: Outcome | None = None
-    try:
+
+    def finish(case: Case, result: CaseResult, started: float) -> None:
+        store.write_case(root, run_id, case, result)
+        summary.outcomes.append(Outcome(case, result, time.perf_counter() - started))
+
+    if in_process:
+        from ssmbench.worker import execute
+
         for i, case in enumerate(to_run):
             if on_progress:
-                on_progress(i, total, case, last)
+                on_progress(i, total, case, summary.outcomes[-1] if summary.executed else None)
             t0 = time.perf_counter()
-            if in_process:
-                from ssmbench.worker import execute
-
-                result, _ = execute(case)
-            else:
-                worker = worker or WorkerProcess()
-                result, restart = worker.run(case)
-                if restart:
-                    worker.kill()
-                    worker = None
-            store.write_case(root, run_id, case, result)
-            last = Outcome(case, result, time.perf_counter() - t0)
-            summary.outcomes.append(last)
-        if on_progress:
-            on_progress(total, total, None, last)
-    finally:
-        if worker is not None:
-            worker.close()
+            finish(case, execute(case)[0], t0)
+    else:
+        _run_pool(to_run, worker_envs, finish, lambda case: on_progress and on_progress(
+            len(summary.executed), total, case, summary.executed[-1] if summary.executed else None))
+    if on_progress:
+        on_progress(total, total, None, summary.executed[-1] if summary.executed else None)
     return summary
+
+
+@dataclass
+class _Slot:
+    env: dict[str, str]
+    worker: WorkerProcess | None = None
+    case: Case | None = None
+    started: float = 0.0
+
+    def start(self, case: Case) -> None:
+        self.worker = self.worker or WorkerProcess(self.env)
+        self.case, self.started = case, time.perf_counter()
+        if not self.worker.submit(case):  # died between cases: replace it once
+            self.worker.kill()
+            self.worker = WorkerProcess(self.env)
+            self.worker.submit(case)
+
+    def retire(self) -> None:
+        if self.worker is not None:
+            self.worker.kill()
+        self.worker = None
+
+
+def _run_pool(cases: Sequence[Case], envs: Sequence[dict[str, str]],
+              finish: Callable[[Case, CaseResult, float], None], on_start: Callable[[Case], object]) -> None:
+    pending = deque(cases)
+    slots = [_Slot(dict(env)) for env in envs]
+    try:
+        while pending or any(s.case for s in slots):
+            for slot in slots:
+                if slot.case is None and pending:
+                    case = pending.popleft()
+                    on_start(case)
+                    slot.start(case)
+            busy = [s for s in slots if s.case is not None]
+            now = time.perf_counter()
+            wait_s = max(0.0, min(s.started + s.case.timeout_s - now for s in busy))  # type: ignore[union-attr]
+            ready = set(wait_connections([s.worker.recv_conn for s in busy], timeout=wait_s))  # type: ignore[union-attr]
+            now = time.perf_counter()
+            for slot in busy:
+                case = slot.case
+                assert case is not None and slot.worker is not None
+                if slot.worker.recv_conn in ready:
+                    result, restart = slot.worker.collect()
+                elif now >= slot.started + case.timeout_s:
+                    result, restart = timeout_result(case), True
+                else:
+                    continue
+                if restart:
+                    slot.retire()
+                finish(case, result, slot.started)
+                slot.case = None
+    finally:
+        for slot in slots:
+            if slot.worker is not None:
+                slot.worker.close()
 
 
 def with_timeout(cases: Iterable[Case], timeout_s: float) -> list[Case]:
