@@ -80,6 +80,10 @@ MODELS.add(Entry("transformer", "ssmbench.models.transformer:TransformerConfig",
                  summary="causal MHA (SDPA) + RoPE + GELU MLP 4x", ops=("attention",)))
 MODELS.add(Entry("mamba", "ssmbench.models.mamba:MambaConfig", aliases=("mamba1", "s6"),
                  summary="Mamba-1: conv + selective scan (S6), gated", ops=("selective_scan",)))
+MODELS.add(Entry("mamba2", "ssmbench.models.mamba2:Mamba2Config", aliases=("ssd", "mamba-2"),
+                 summary="Mamba-2: conv + SSD (multi-head A, grouped B/C), gated RMSNorm", ops=("ssd",)))
+MODELS.add(Entry("hybrid", "ssmbench.models.hybrid:HybridConfig",
+                 summary="Mamba-2 layers + attention every 4th layer", ops=("ssd", "attention")))
 MODELS.add(Entry("s4", "ssmbench.models.s4:S4Config", aliases=("s4d",),
                  summary="S4D: diagonal SSM (ZOH), Vandermonde kernel + FFT conv, GLU", ops=("s4_kernel",)))
 MODELS.add(Entry("s4-dplr", "ssmbench.models.s4:S4DPLRConfig", aliases=("s4dplr", "dplr"),

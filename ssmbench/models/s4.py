@@ -1,0 +1,196 @@
+"""S4D (diagonal, ZOH) and S4 (DPLR, HiPPO-LegS, bilinear) in pure PyTorch over ``ssmbench.kernels``.
+
+The layer is the minimal S4D block (state-spaces/s4 ``models/s4/s4d.py``), layout (b, l, H) with H = d_model
+independent SSM channels:
+
+    u (b, l, H) -> K = s4_kernel(L) (H, L) -> y = fft_conv(u, K) + D·u -> GELU -> Linear(H, 2H) -> GLU -> (b, l, H)
+
+and a ``SequenceModel`` wraps it with pre-norm residual blocks. Parameters (stored as real tensors, so
+``model.double()`` / ``.to(bf16)`` convert them; complex values are (..., 2) real views):
+- dt = exp(log_dt), log-uniform in [dt_min, dt_max];
+- A = −exp(A_log_real) + i·A_imag with Re A = −1/2 at init (negative real part by construction);
+- S4D: B = 1 (folded into C, as in S4D), C ~ CN(0, 1); init "lin" (A_n = −1/2 + iπn) or "inv";
+- S4-DPLR: (Λ, P, B) from the diagonalised NPLR form of HiPPO-LegS, C ~ CN(0, 1), A_full = Λ − P P*.
+A, B, P and dt carry ``_optim = {"lr": 1e-3, "weight_decay": 0.0}`` (S4's convention for SSM parameters).
+
+Decode: S4D keeps a complex diagonal state (b, H, N/2): x_k = Ā x_{k−1} + B̄ u_k, y = 2 Re(C x_k) + D u_k.
+S4-DPLR keeps the real state (b, H, N) of the dense real form and steps with the dense discrete (Ā, B̄) (N×N per
+channel), computed once by ``allocate_inference_cache`` (call it again after changing parameters). Either way
+the state holds d_state real numbers per channel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssmbench import kernels
+from ssmbench.kernels.s4.hippo import nplr_legs, s4d_init
+from ssmbench.kernels.s4.reference import dplr_dense, zoh_discretize
+from ssmbench.models.blocks import ModelConfig, SequenceModel, interleave
+
+SSM_OPTIM = {"lr": 1e-3, "weight_decay": 0.0}
+
+
+def _real_param(z: torch.Tensor) -> nn.Parameter:
+    """A complex tensor stored as a real (..., 2) parameter."""
+    return nn.Parameter(torch.view_as_real(z.to(torch.complex64)).clone())
+
+
+class S4Layer(nn.Module):
+    """One S4 mixer: H = d_model SSM channels with d_state real state each (d_state/2 complex pairs)."""
+
+    def __init__(self, d_model: int, d_state: int = 64, mode: str = "diag", init: str = "lin",
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, backend: str = "auto",
+                 conv_backend: str = "auto") -> None:
+        super().__init__()
+        if mode not in ("diag", "dplr"):
+            raise ValueError(f"unknown S4 mode '{mode}'; known: diag, dplr")
+        H, N2 = d_model, d_state // 2
+        self.d_model, self.d_state, self.mode = d_model, d_state, mode
+        self.backend, self.conv_backend = backend, conv_backend
+        log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        if mode == "diag":
+            A = s4d_init(d_state, init)
+        else:
+            A, P, B, _ = nplr_legs(d_state)
+            self.P = _real_param(P.repeat(H, 1))
+            self.B = _real_param(B.repeat(H, 1))
+        A = A.repeat(H, 1)
+        self.log_dt = nn.Parameter(log_dt)
+        self.A_log_real = nn.Parameter(torch.log(-A.real).float())
+        self.A_imag = nn.Parameter(A.imag.float())
+        self.C = _real_param(torch.randn(H, N2, dtype=torch.complex64))
+        self.D = nn.Parameter(torch.randn(H))
+        for name in ("log_dt", "A_log_real", "A_imag", "P", "B"):
+            if hasattr(self, name):
+                getattr(self, name)._optim = dict(SSM_OPTIM)
+        self.out_proj = nn.Linear(H, 2 * H)
+        self._step_matrices: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def ssm_params(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """dt (H,) real and A, B, C[, P] (H, N2) complex, in ``dtype`` (float32 or float64)."""
+        def cplx(p: torch.Tensor) -> torch.Tensor:
+            return torch.view_as_complex(p.to(dtype).contiguous())
+
+        A = torch.complex(-torch.exp(self.A_log_real.to(dtype)), self.A_imag.to(dtype))
+        out = {"dt": torch.exp(self.log_dt.to(dtype)), "A": A, "C": cplx(self.C)}
+        if self.mode == "diag":
+            out["B"] = torch.ones_like(A)
+        else:
+            out["B"], out["P"] = cplx(self.B), cplx(self.P)
+        return out
+
+    def _compute_dtype(self) -> torch.dtype:
+        # Kernels and FFTs run in float32 at least: half-precision phases exp(i·l·ΔA) are useless for long L.
+        return torch.float64 if self.log_dt.dtype == torch.float64 else torch.float32
+
+    def kernel(self, L: int) -> torch.Tensor:
+        """The SSM convolution kernel K (H, L) in the compute dtype."""
+        p = self.ssm_params(self._compute_dtype())
+        return kernels.s4_kernel(p["dt"], p["A"], p["B"], p["C"], L, P=p.get("P"), mode=self.mode,
+                                 backend=self.backend)
+
+    def _output(self, y: torch.Tensor) -> torch.Tensor:
+        """GELU -> Linear(H, 2H) -> GLU on (..., H)."""
+        return F.glu(self.out_proj(F.gelu(y)), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (b, l, H) -> (b, l, H)."""
+        K = self.kernel(x.shape[1])
+        y = kernels.fft_conv(x.transpose(1, 2), K, self.D, backend=self.conv_backend)  # (b, H, l), x's dtype
+        return self._output(y.transpose(1, 2))
+
+    def allocate_inference_cache(self, batch: int, max_len: int, dtype: torch.dtype) -> dict:
+        """Zero state: (b, H, N/2) complex for S4D, (b, H, N) real for S4-DPLR (float64 iff dtype is)."""
+        device = self.log_dt.device
+        real = torch.float64 if dtype == torch.float64 else torch.float32
+        if self.mode == "diag":
+            cdtype = torch.complex128 if real == torch.float64 else torch.complex64
+            return {"state": torch.zeros(batch, self.d_model, self.d_state // 2, device=device, dtype=cdtype)}
+        with torch.no_grad():
+            p = self.ssm_params(real)
+            self._step_matrices = dplr_dense(p["dt"], p["A"], p["P"], p["B"], p["C"])
+        return {"state": torch.zeros(batch, self.d_model, self.d_state, device=device, dtype=real)}
+
+    def step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        """One token. x: (b, H) -> (b, H); cache["state"] is updated in place."""
+        state = cache["state"]
+        real = state.real.dtype
+        u = x.to(real)
+        if self.mode == "diag":
+            p = self.ssm_params(real)
+            dA, dB = zoh_discretize(p["dt"], p["A"], p["B"])
+            state.mul_(dA).add_(dB * u[..., None])
+            y = 2 * (p["C"] * state).sum(-1).real
+        else:
+            if self._step_matrices is None or self._step_matrices[0].dtype != real:
+                raise RuntimeError("S4-DPLR step needs allocate_inference_cache() first (it discretises A once)")
+            dA, dB, C_r = self._step_matrices
+            state.copy_((dA @ state[..., None])[..., 0] + dB * u[..., None])
+            y = (C_r * state).sum(-1)
+        y = y + self.D.to(real) * u
+        return self._output(y.to(x.dtype))
+
+
+def _check_common(d_state: int, dt_min: float, dt_max: float, backend: str, wrong_backend: str) -> None:
+    if backend == wrong_backend:
+        raise ValueError(f"s4_kernel backend '{wrong_backend}' computes the other S4 variant's kernel; "
+                         "use 'auto', 'vandermonde' (S4D), 'cauchy' (S4-DPLR) or 'reference'")
+    if d_state < 2 or d_state % 2:
+        raise ValueError(f"d_state={d_state} must be even (stored as d_state/2 complex conjugate pairs)")
+    if not 0 < dt_min <= dt_max:
+        raise ValueError(f"need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+
+
+@dataclass(frozen=True)
+class S4Config(ModelConfig):
+    """S4D: diagonal A, zero-order hold, Vandermonde kernel."""
+
+    d_model: int = 256
+    n_layers: int = 2
+    vocab_size: int = 256
+    backend: str = "auto"  # s4_kernel backend: vandermonde (auto) | reference
+    d_state: int = 64  # real state size per channel (32 complex pairs)
+    init: str = "lin"  # S4D-Lin ("lin") or S4D-Inv ("inv")
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    conv_backend: str = "auto"  # fft_conv backend: fft (auto) | direct
+
+    def __post_init__(self) -> None:
+        _check_common(self.d_state, self.dt_min, self.dt_max, self.backend, wrong_backend="cauchy")
+        if self.init not in ("lin", "inv"):
+            raise ValueError(f"unknown S4D init '{self.init}'; known: lin, inv")
+
+    def build(self) -> SequenceModel:
+        mixers = interleave(self.n_layers, lambda i: S4Layer(
+            self.d_model, self.d_state, "diag", self.init, self.dt_min, self.dt_max, self.backend,
+            self.conv_backend))
+        return SequenceModel(self.vocab_size, self.d_model, mixers)
+
+
+@dataclass(frozen=True)
+class S4DPLRConfig(ModelConfig):
+    """S4: HiPPO-LegS in diagonal-plus-low-rank form, bilinear discretisation, Cauchy + Woodbury kernel."""
+
+    d_model: int = 256
+    n_layers: int = 2
+    vocab_size: int = 256
+    backend: str = "auto"  # s4_kernel backend: cauchy (auto) | reference
+    d_state: int = 64  # real state size per channel (32 complex pairs)
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    conv_backend: str = "auto"  # fft_conv backend: fft (auto) | direct
+
+    def __post_init__(self) -> None:
+        _check_common(self.d_state, self.dt_min, self.dt_max, self.backend, wrong_backend="vandermonde")
+
+    def build(self) -> SequenceModel:
+        mixers = interleave(self.n_layers, lambda i: S4Layer(
+            self.d_model, self.d_state, "dplr", "legs", self.dt_min, self.dt_max, self.backend,
+            self.conv_backend))
+        return SequenceModel(self.vocab_size, self.d_model, mixers)
