@@ -273,7 +273,7 @@ def _environment_markdown(root: Path) -> list[str]:
 
 # Extra report sections registered by other modules: fn(df, out_dir) -> (markdown lines, figure paths)
 # e.g. "ssmbench.report_accuracy:accuracy_section"; each returns [] when the results have nothing for it.
-SECTIONS: list[str] = []
+SECTIONS: list[str] = ["ssmbench.report_accuracy:accuracy_section", "ssmbench.report_decode:decode_section"]
 
 
 def _extra_sections(df: pd.DataFrame, out_dir: Path) -> tuple[list[str], list[Path]]:

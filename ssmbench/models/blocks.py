@@ -10,6 +10,23 @@ A block wraps a *mixer*: any module with
 Mixers that need the position of the current token (attention) keep it in their cache.
 ``SequenceModel.step`` runs one token through every block; the decode output equals the parallel forward at
 that position (tested per family in float64).
+
+Optional inference protocol (driven by ``ssmbench/generate.py``; tests/models/test_decode_all.py checks it):
+
+    prefill(x: (b, l, d_model), cache) -> (b, l, d_model)
+        the parallel forward that also leaves ``cache`` (fresh from allocate_inference_cache, or rewound to
+        empty) exactly as l calls of ``step`` would: attention writes its KV cache for positions [0, l), Mamba
+        the last d_conv conv inputs and the scan's final state (return_last_state), SSD the final states
+        (return_final_states), S4 its final recurrent state. A mixer without it is prefilled by calling ``step``
+        token by token — correct but slow for long l; the path taken is recorded ("native" | "step_loop").
+    static_cache(cache) -> None
+        switch ``cache`` to a CUDA-graph-safe step: no host-side state that changes per token, no
+        data-dependent shapes (attention: a device position and a mask over the whole buffer). Recurrent steps
+        that only update fixed-size tensors in place are graph-safe already and need no such method.
+
+A cache is a (nested) dict/list of tensors and Python scalars. Buffers whose size grows with ``max_len`` (a KV
+cache) must be append-only — a step writes position t before reading it — so a benchmark rewinds a cache by
+restoring its fixed-size tensors and scalars only.
 """
 
 from __future__ import annotations

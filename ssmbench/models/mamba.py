@@ -4,7 +4,8 @@ in_proj (d_model -> 2·d_inner: x, z) -> depthwise causal conv1d (k=d_conv) + Si
 -> dt_proj (dt_rank -> d_inner, with bias) -> selective scan (softplus(dt + bias), gated by SiLU(z)) -> out_proj.
 Defaults follow the paper: expand 2, d_state 16, d_conv 4, dt_rank = ceil(d_model / 16), A_log = log(1..N)
 (S4D-Real), dt log-uniform in [1e-3, 1e-1] through the dt_proj bias (inverse softplus), D = 1.
-Decode keeps a conv state (b, d_inner, d_conv) and an SSM state (b, d_inner, N) in float32.
+Decode keeps a conv state (b, d_inner, d_conv) and an SSM state (b, d_inner, N) in float32. ``prefill`` runs
+the parallel path over a prompt and fills both: the last d_conv conv inputs and the scan's final state.
 """
 
 from __future__ import annotations
@@ -53,15 +54,32 @@ class MambaMixer(nn.Module):
         dt, B, C = dbc.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         return F.linear(dt, self.dt_proj.weight), B, C
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    def _mix(self, hidden: torch.Tensor, return_state: bool = False):
+        """hidden (b, l, d_model) -> out (b, l, d_model) [, conv input (b, d_inner, l), final state (b, d_inner, N)]."""
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, l, d_inner) each
-        x = kernels.causal_conv1d(x.transpose(1, 2), self.conv_weight, self.conv_bias, activation="silu")
+        x_in = x.transpose(1, 2)
+        x = kernels.causal_conv1d(x_in, self.conv_weight, self.conv_bias, activation="silu")
         delta, B, C = self._ssm_inputs(x.transpose(1, 2))
         A = -torch.exp(self.A_log.float())
         y = kernels.selective_scan(x, delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=self.D.float(),
                                    z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                                   backend=self.backend)
-        return self.out_proj(y.transpose(1, 2))
+                                   return_last_state=return_state, backend=self.backend)
+        if not return_state:
+            return self.out_proj(y.transpose(1, 2))
+        y, last = y
+        return self.out_proj(y.transpose(1, 2)), x_in, last
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self._mix(hidden)
+
+    def prefill(self, hidden: torch.Tensor, cache: dict) -> torch.Tensor:
+        """Parallel forward over a prompt (b, l, d_model) from an empty state; leaves the state after token l."""
+        out, x_in, last = self._mix(hidden, return_state=True)
+        # The conv state holds the last d_conv conv *inputs*, oldest first; zeros before the prompt's start.
+        w, length = self.d_conv, x_in.shape[-1]
+        cache["conv"].copy_(F.pad(x_in[..., -w:], (max(0, w - length), 0)))
+        cache["ssm"].copy_(last)
+        return out
 
     def allocate_inference_cache(self, batch: int, max_len: int, dtype: torch.dtype) -> dict:
         device = self.in_proj.weight.device

@@ -2,7 +2,10 @@
 
 Attention runs through ``ssmbench.kernels.attention`` so the SDPA backend is an explicit, recorded choice.
 Decode: the KV cache is preallocated (b, h, max_len, head_dim); a step writes position t and attends over
-[:t+1] with ``causal=False`` (a single query sees every cached key).
+[:t+1] with ``causal=False`` (a single query sees every cached key). ``prefill`` runs the parallel forward and
+writes k/v for the whole prompt. ``static_cache`` switches a cache to a CUDA-graph-safe step: the position lives
+in a device tensor and the query attends over the whole buffer with a mask of the written positions (SDPA with
+``attn_mask``, since the backend-forcing wrappers take no mask) — the same result, static shapes.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ssmbench import kernels
@@ -47,22 +51,64 @@ class CausalSelfAttention(nn.Module):
         qkv = self.qkv(x).view(b, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return qkv[0], qkv[1], qkv[2]  # each (b, h, l, head_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _attend(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (b, l, d) -> output (b, l, d) and the rotated keys and values (b, h, l, head_dim)."""
         b, length, d = x.shape
         q, k, v = self._split(x)
         if self.rope:
             cos, sin = rope_cos_sin(torch.arange(length, device=x.device), self.head_dim, dtype=q.dtype)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y = kernels.attention(q, k, v, causal=True, backend=self.backend)
-        return self.out(y.transpose(1, 2).reshape(b, length, d))
+        return self.out(y.transpose(1, 2).reshape(b, length, d)), k, v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._attend(x)[0]
 
     def allocate_inference_cache(self, batch: int, max_len: int, dtype: torch.dtype) -> dict:
+        """k, v (b, h, max_len, head_dim); "pos" the host position; "pos_t" (1,) its device copy for static mode."""
         device = self.qkv.weight.device
         shape = (batch, self.n_heads, max_len, self.head_dim)
-        return {"k": torch.zeros(shape, device=device, dtype=dtype), "v": torch.zeros(shape, device=device, dtype=dtype),
-                "pos": 0}
+        k, v = torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
+        return {"k": k, "v": v, "pos": 0, "pos_t": torch.zeros(1, dtype=torch.long, device=device), "static": False}
+
+    def prefill(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        """Parallel forward over a prompt x (b, l, d) that also writes k/v of positions [0, l) into an empty cache."""
+        length = x.shape[1]
+        if cache["pos"] != 0:
+            raise ValueError(f"prefill needs an empty KV cache (position 0, got {cache['pos']})")
+        if length > cache["k"].shape[2]:
+            raise RuntimeError(f"prompt of {length} tokens does not fit a KV cache of {cache['k'].shape[2]}")
+        y, k, v = self._attend(x)
+        cache["k"][:, :, :length] = k
+        cache["v"][:, :, :length] = v
+        cache["pos"] = length
+        cache["pos_t"].fill_(length)
+        return y
+
+    def static_cache(self, cache: dict) -> None:
+        """From now on step reads and advances the device position "pos_t" only (CUDA-graph-safe)."""
+        cache["pos_t"].fill_(cache["pos"])
+        cache["static"] = True
+
+    def _step_static(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        # No host reads of the position and no shapes that depend on it, so the step can be captured once and
+        # replayed; the caller sizes max_len (an index past the buffer would be a device-side error).
+        b, d = x.shape
+        pos = cache["pos_t"]
+        q, k, v = self._split(x[:, None, :])
+        if self.rope:
+            cos, sin = rope_cos_sin(pos, self.head_dim, dtype=q.dtype)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        cache["k"].index_copy_(2, pos, k)
+        cache["v"].index_copy_(2, pos, v)
+        written = (torch.arange(cache["k"].shape[2], device=x.device) <= pos)[None]  # (1, max_len): keys 0..pos
+        y = F.scaled_dot_product_attention(q, cache["k"], cache["v"], attn_mask=written)
+        pos.add_(1)
+        return self.out(y.reshape(b, d))
 
     def step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        if cache.get("static"):
+            return self._step_static(x, cache)
         b, d = x.shape
         pos = cache["pos"]
         if pos >= cache["k"].shape[2]:
