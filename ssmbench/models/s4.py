@@ -117,6 +117,46 @@ class S4Layer(nn.Module):
             self._step_matrices = dplr_dense(p["dt"], p["A"], p["P"], p["B"], p["C"])
         return {"state": torch.zeros(batch, self.d_model, self.d_state, device=device, dtype=real)}
 
+    def prefill(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        """Parallel forward over a prompt (b, l, H) from an empty state; leaves the state after token l.
+
+        S4D: x_l = sum_k dA^(l-1-k) dB u_k, a Vandermonde reduction done in L-chunks with real arithmetic
+        (complex exp is slow on CPU). S4-DPLR: the dense discrete recurrence, one batched mat-vec per token
+        (no output projection per token, unlike the generic step loop).
+        """
+        out = self.forward(x)
+        state = cache["state"]
+        real = state.real.dtype
+        u = x.to(real).transpose(1, 2)  # (b, H, l)
+        length = u.shape[-1]
+        with torch.no_grad():
+            if self.mode == "diag":
+                p = self.ssm_params(real)
+                _, dB = zoh_discretize(p["dt"], p["A"], p["B"])
+                log_dA = p["dt"][:, None] * p["A"]  # (H, N/2): dA = exp(log_dA)
+                acc_re = u.new_zeros(state.shape)
+                acc_im = u.new_zeros(state.shape)
+                chunk = max(1, (1 << 22) // max(1, log_dA.numel()))
+                for start in range(0, length, chunk):
+                    stop = min(length, start + chunk)
+                    powers = torch.arange(length - 1 - start, length - 1 - stop, -1, device=u.device, dtype=real)
+                    arg_re = log_dA.real[..., None] * powers  # (H, N/2, c)
+                    arg_im = log_dA.imag[..., None] * powers
+                    mag = torch.exp(arg_re)
+                    uc = u[..., start:stop]
+                    acc_re += torch.einsum("bhl,hnl->bhn", uc, mag * torch.cos(arg_im))
+                    acc_im += torch.einsum("bhl,hnl->bhn", uc, mag * torch.sin(arg_im))
+                state.copy_(torch.complex(acc_re, acc_im) * dB)
+            else:
+                if self._step_matrices is None or self._step_matrices[0].dtype != real:
+                    raise RuntimeError("S4-DPLR prefill needs allocate_inference_cache() first")
+                dA, dB, _ = self._step_matrices
+                h = state.clone()
+                for t in range(length):
+                    h = (dA @ h[..., None])[..., 0] + dB * u[..., t, None]
+                state.copy_(h)
+        return out
+
     def step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
         """One token. x: (b, H) -> (b, H); cache["state"] is updated in place."""
         state = cache["state"]
