@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ssmbench.kernels.mamba1._common import check_inputs, compute_dtype
+
 
 def expand_groups(BC: torch.Tensor, d: int) -> torch.Tensor:
     """(b, n, l) or (b, g, n, l) -> (b, d, n, l); with g groups, channel i uses group i // (d // g)."""
@@ -23,12 +25,14 @@ def expand_groups(BC: torch.Tensor, d: int) -> torch.Tensor:
     return BC.repeat_interleave(d // g, dim=1)
 
 
-def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                        return_last_state=False):
+    """u, delta, z: (b, d, l); A: (d, n); B, C: (b, n, l) or (b, g, n, l); D, delta_bias: (d,).
+
+    Returns y (b, d, l) in u's dtype [, last state (b, d, n) in the compute dtype]. Differentiable through
+    plain autograd, which makes it the gradient oracle too.
+    """
+    check_inputs(u, delta, A, B, C, D, z, delta_bias)
     dtype_in = u.dtype
     ct = compute_dtype(u)
     u, delta, A = u.to(ct), delta.to(ct), A.to(ct)

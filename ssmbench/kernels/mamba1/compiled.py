@@ -1,0 +1,205 @@
+"""Compiled CPU selective scan: the C++/OpenMP kernel in ``cpu_scan.cpp``, built on first use.
+
+Forward and backward run in C++ (float32 or float64), parallel over the b·d (batch, channel) rows with the
+n-loop innermost and a vectorised polynomial exp. The backward re-runs the recurrence one 64-step chunk at a
+time from state checkpoints saved by the forward ((b, d, ceil(l/64), n), 1/64 of the full state history), so
+nothing of size (b, d, l, n) is ever stored.
+
+Build: ``torch.utils.cpp_extension.load`` (ninja + the system C++ compiler, ``-O3 -march=native -fopenmp``)
+into ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/ssmbench/torch_extensions``, under a name hashed from the
+source, the flags and the CPU's feature flags (a ``-march=native`` binary must not be reused on another CPU).
+The kernel exposes a plain C ABI called through ctypes rather than a pybind module: without torch headers a
+cold build takes ~5 s instead of ~45 s, and a later process loads the cached library in milliseconds.
+Anything that stops the build (no compiler, no ninja, a compile error) makes :func:`probe` return the reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+from functools import cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ssmbench.kernels.mamba1._common import as_groups, check_inputs, compute_dtype
+
+_SOURCE = Path(__file__).with_name("cpu_scan.cpp")
+_CFLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=fast", "-Wno-psabi")
+_LDFLAGS = ("-fopenmp",)
+_SPECIALISED_N = (4, 8, 16, 32, 64)  # the compile-time state sizes in cpu_scan.cpp's dispatch_n
+CHECKPOINT_EVERY = 64  # steps between saved states; backward recomputes one such chunk at a time
+
+
+def build_root() -> Path:
+    env = os.environ.get("TORCH_EXTENSIONS_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "ssmbench" / "torch_extensions"
+
+
+def _cpu_fingerprint() -> str:
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = line
+                break
+    except OSError:
+        flags = platform.processor()
+    return f"{platform.machine()} {flags}"
+
+
+def _extension_name() -> str:
+    h = hashlib.sha256()
+    for part in (_SOURCE.read_bytes(), " ".join(_CFLAGS + _LDFLAGS).encode(), _cpu_fingerprint().encode(),
+                 os.environ.get("CXX", "c++").encode()):
+        h.update(part)
+    return f"ssmbench_cpu_scan_{h.hexdigest()[:12]}"
+
+
+def _build(name: str, build_dir: Path) -> None:
+    from torch.utils import cpp_extension
+
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        raise RuntimeError(f"no C++ compiler: '{cxx}' is not on PATH (install g++ or set CXX)")
+    if not cpp_extension.is_ninja_available():
+        raise RuntimeError("ninja is not available (pip install ninja)")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cpp_extension.load(name, sources=[str(_SOURCE)], extra_cflags=list(_CFLAGS), extra_ldflags=list(_LDFLAGS),
+                           build_directory=str(build_dir), is_python_module=False, verbose=False)
+    except Exception as exc:  # keep the compiler's diagnostics ("file:line:col: error: ..."), not the commands
+        lines = str(exc).splitlines()
+        errors = [ln.strip() for ln in lines if "error:" in ln or "fatal" in ln.lower()] or lines[-3:]
+        raise RuntimeError(f"building {_SOURCE.name} in {build_dir} failed: {' | '.join(errors[:3])[:600]}") from exc
+
+
+_PTR, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+_FWD_ARGS = [_PTR] * 8 + [_INT] + [_I64] * 6 + [_PTR] * 3 + [_INT]
+_BWD_ARGS = [_PTR] * 8 + [_INT] + [_I64] * 6 + [_PTR] * 3 + [_PTR] * 8 + [_INT]
+
+
+@cache
+def library() -> ctypes.CDLL:
+    """The loaded kernel library, built first if no cached build matches this source, flags and CPU."""
+    name = _extension_name()
+    build_dir = build_root() / name
+    so = build_dir / f"{name}.so"
+    # a lock file means another process is building right now: go through load(), which waits for it
+    if not so.exists() or (build_dir / "lock").exists():
+        _build(name, build_dir)
+    lib = ctypes.CDLL(str(so))
+    for suffix in ("f32", "f64"):
+        for kind, argtypes in (("fwd", _FWD_ARGS), ("bwd", _BWD_ARGS)):
+            fn = getattr(lib, f"ssm_scan_{kind}_{suffix}")
+            fn.argtypes, fn.restype = argtypes, _INT
+    lib.ssm_exp_sum_f32.argtypes, lib.ssm_exp_sum_f32.restype = [_PTR, _I64, _INT], ctypes.c_double
+    return lib
+
+
+def probe() -> str | None:
+    """None when the kernel builds (or is cached) and loads here, else why not."""
+    try:
+        library()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def padded_state_size(n: int) -> int:
+    """The kernel is specialised for n in (4, 8, 16, 32, 64) (state kept in vector registers); other n are
+    zero-padded up to the next of those, or to a multiple of 16 above 64 (generic loop, whole vectors)."""
+    for size in _SPECIALISED_N:
+        if n <= size:
+            return size
+    return -(-n // 16) * 16
+
+
+def _ptr(x: torch.Tensor | None) -> int | None:
+    return None if x is None else x.data_ptr()
+
+
+def _contig(x: torch.Tensor | None) -> torch.Tensor | None:
+    return None if x is None else x.contiguous()
+
+
+class _CompiledScan(torch.autograd.Function):
+    """Core op on compute-dtype tensors: u, delta (b, d, l); A (d, n); B, C (b, g, n, l); D, bias (d,); z (b, d, l).
+
+    Returns y (b, d, l) (with D and the z gate applied) and the last state (b, d, n).
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, bias, softplus: bool):
+        b, d, length = u.shape
+        g, n = B.shape[1], A.shape[1]
+        npad = padded_state_size(n)
+        u, delta, D, z, bias = (_contig(x) for x in (u, delta, D, z, bias))
+        # zero padding of the state: A = 0, B = C = 0 keeps the extra states at 0 and out of y
+        A = F.pad(A, (0, npad - n)).contiguous()
+        Bt, Ct = (F.pad(x.transpose(-1, -2), (0, npad - n)).contiguous() for x in (B, C))  # (b, g, l, npad)
+        y = torch.empty_like(u)
+        last = u.new_empty(b, d, npad)
+        need_grad = any(ctx.needs_input_grad)
+        nck = -(-length // CHECKPOINT_EVERY)
+        ckpt = u.new_empty(b, d, nck, npad) if need_grad else None
+        fn = getattr(library(), f"ssm_scan_fwd_{'f64' if u.dtype == torch.float64 else 'f32'}")
+        rc = fn(u.data_ptr(), delta.data_ptr(), A.data_ptr(), Bt.data_ptr(), Ct.data_ptr(), _ptr(D), _ptr(z),
+                _ptr(bias), int(softplus), b, d, length, npad, g, CHECKPOINT_EVERY, y.data_ptr(), last.data_ptr(),
+                _ptr(ckpt), torch.get_num_threads())
+        if rc:
+            raise RuntimeError(f"compiled selective scan forward failed (code {rc})")
+        if need_grad:
+            ctx.save_for_backward(u, delta, A, Bt, Ct, D, z, bias, ckpt)
+            ctx.softplus, ctx.n = softplus, n
+        ctx.set_materialize_grads(False)
+        return y, last[..., :n]
+
+    @staticmethod
+    def backward(ctx, dy, dlast):
+        u, delta, A, Bt, Ct, D, z, bias, ckpt = ctx.saved_tensors
+        b, d, length = u.shape
+        g, npad, n = Bt.shape[1], A.shape[1], ctx.n
+        dy = torch.zeros_like(u) if dy is None else dy.to(u.dtype).contiguous()
+        dlast = None if dlast is None else F.pad(dlast.to(u.dtype), (0, npad - n)).contiguous()
+        du, ddelta, dBt, dCt = torch.empty_like(u), torch.empty_like(u), torch.empty_like(Bt), torch.empty_like(Ct)
+        dA = u.new_empty(b, d, npad)
+        dD = u.new_empty(b, d) if D is not None else None
+        dz = torch.empty_like(z) if z is not None else None
+        dbias = u.new_empty(b, d) if bias is not None else None
+        fn = getattr(library(), f"ssm_scan_bwd_{'f64' if u.dtype == torch.float64 else 'f32'}")
+        rc = fn(u.data_ptr(), delta.data_ptr(), A.data_ptr(), Bt.data_ptr(), Ct.data_ptr(), _ptr(D), _ptr(z),
+                _ptr(bias), int(ctx.softplus), b, d, length, npad, g, CHECKPOINT_EVERY, ckpt.data_ptr(), dy.data_ptr(),
+                _ptr(dlast), du.data_ptr(), ddelta.data_ptr(), dA.data_ptr(), dBt.data_ptr(), dCt.data_ptr(),
+                _ptr(dD), _ptr(dz), _ptr(dbias), torch.get_num_threads())
+        if rc:
+            raise RuntimeError(f"compiled selective scan backward failed (code {rc})")
+        dB, dC = (x[..., :n].transpose(-1, -2) for x in (dBt, dCt))
+        return (du, ddelta, dA.sum(0)[:, :n], dB, dC,
+                None if dD is None else dD.sum(0), dz, None if dbias is None else dbias.sum(0), None)
+
+
+def selective_scan_compiled(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                            return_last_state=False):
+    """Same contract as ``reference.selective_scan_ref``; CPU tensors only.
+
+    u, delta, z: (b, d, l); A: (d, n); B, C: (b, n, l) or (b, g, n, l); D, delta_bias: (d,).
+    Returns y (b, d, l) in u's dtype [, last state (b, d, n) in float32, or float64 for float64 inputs].
+    """
+    shape = check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    if u.device.type != "cpu":
+        raise ValueError(f"the compiled backend runs on CPU tensors, got {u.device}")
+    ct = compute_dtype(u)
+
+    def cast(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.to(ct)
+
+    y, last = _CompiledScan.apply(u.to(ct), delta.to(ct), A.to(ct), as_groups(B, shape.g).to(ct),
+                                  as_groups(C, shape.g).to(ct), cast(D), cast(z), cast(delta_bias),
+                                  bool(delta_softplus))
+    y = y.to(u.dtype)
+    return (y, last) if return_last_state else y
