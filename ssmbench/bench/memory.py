@@ -8,6 +8,8 @@ possible the CPU peak is not reported (a stale high-water mark from an earlier c
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +35,16 @@ def _status_kb(field: str) -> int:
     raise KeyError(field)
 
 
+def release_free_heap() -> None:
+    """Give freed heap pages back to the OS so they count again when the measured call touches them.
+
+    torch's CPU allocator is glibc malloc: memory freed by earlier calls stays resident and is reused without
+    raising RSS, which would make a call's peak look like zero. ``malloc_trim(0)`` returns it (all arenas).
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim, peaks may read low
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def reset_cpu_peak() -> bool:
     try:
         _CLEAR_REFS.write_text("5")
@@ -52,6 +64,7 @@ def measure_peak(fn: Callable[[], object], device: str) -> MemoryPeak | None:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
         return MemoryPeak(peak, peak - before, "cuda_max_memory_allocated")
+    release_free_heap()
     if not _STATUS.exists() or not reset_cpu_peak():
         return None
     before = _status_kb("VmRSS") * 1024
