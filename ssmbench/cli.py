@@ -368,6 +368,72 @@ def models(
 
 
 @app.command()
+def generate(
+    model: Annotated[str, typer.Option("--model", "-m", help="One model, name[:backend], e.g. mamba.")] = "mamba",
+    prompt_len: Annotated[str, typer.Option(help="Prompt length, e.g. 1k.")] = "1k",
+    new_tokens: Annotated[int, typer.Option(help="Tokens to generate (greedy).")] = 256,
+    batch: Annotated[int, typer.Option(help="Sequences decoded together.")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16, float16 (CUDA) or float64.")] = "float32",
+    d_model: Annotated[int, typer.Option(help="Model width.")] = 256,
+    n_layers: Annotated[int, typer.Option(help="Number of layers.")] = 2,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Model option KEY=VALUE (repeatable).")]
+    = None,
+    cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs",
+                                                     help="Decode steps in a CUDA graph (default: on for CUDA).")]
+    = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random weights and prompt.")] = 0,
+) -> None:
+    """Quick interactive decode check: prefill a random prompt, generate tokens, print TTFT and tokens/s."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from ssmbench.generate import run_generation
+    from ssmbench.report import format_bytes, format_seconds
+    from ssmbench.runner import resolve_device
+    from ssmbench.spec import check_device_dtype, parse_models, parse_size
+
+    check_device_dtype(device, dtype)
+    specs = parse_models(model)
+    if len(specs) != 1:
+        raise SpecError(f"generate takes one model (got {len(specs)}); use `ssmbench sweep --mode decode` to compare")
+    length = parse_size(prompt_len, "prompt length")
+    for name, value in (("--new-tokens", new_tokens), ("--batch", batch), ("--d-model", d_model),
+                        ("--n-layers", n_layers)):
+        if value < 1:
+            raise SpecError(f"{name} must be >= 1 (got {value})")
+    dev = resolve_device(device)
+    if cuda_graphs and dev != "cuda":
+        raise SpecError("--cuda-graphs needs a CUDA device (--device cuda)")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err_console)
+    with progress:
+        task = progress.add_task(f"prefill {length} tokens", total=new_tokens)
+
+        def on_token(i: int) -> None:
+            progress.update(task, completed=i + 1, description="decoding")
+
+        res, info = run_generation(specs[0].name, backend=specs[0].backend, prompt_len=length,
+                                   new_tokens=new_tokens, batch=batch, device=dev, dtype=dtype, d_model=d_model,
+                                   n_layers=n_layers, options=dict(_parse_options(option)), cuda_graphs=cuda_graphs,
+                                   seed=seed, on_token=on_token)
+    table = Table(title=f"{specs[0]} generate on {dev} ({dtype}), d_model {info['d_model']}, "
+                        f"{info['n_layers']} layers, {info['params']:,} params, batch {batch}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("time to first token (prefill of the prompt)", format_seconds(res.ttft_s))
+    table.add_row("per-token latency p50 / p90 / p99",
+                  " / ".join(format_seconds(res.latency_quantile(q)) for q in (0.5, 0.9, 0.99)))
+    table.add_row("decode tokens/s (batch x tokens / wall time)", f"{res.tokens_per_s:,.1f}")
+    table.add_row("cache / state size at the end", format_bytes(res.state_bytes))
+    table.add_row("prefill path", res.prefill_path)
+    table.add_row("CUDA graphs", f"on (capture {format_seconds(res.capture_s)})" if res.cuda_graphs else "off")
+    console.print(table)
+    console.print("[dim]Random weights: the generated tokens are meaningless; this checks decode speed and "
+                  "plumbing. For measurements use `ssmbench sweep --mode decode`.[/dim]")
+
+
+@app.command()
 def env() -> None:
     """Print the environment fingerprint and which kernel backends can run here (and why not)."""
     from rich.table import Table
@@ -396,6 +462,84 @@ def env() -> None:
             table.add_row(op, b.name, "[green]yes[/green]" if b.available else "[red]no[/red]",
                           b.reason or b.description)
     console.print(table)
+
+
+@app.command()
+def check(
+    baseline: Annotated[Path | None, typer.Option(help="Stored baseline (Parquet) to compare with.")] = None,
+    suite: Annotated[Path, typer.Option(help="Suite whose speed cases are measured.")] = Path("tasks/ci.toml"),
+    against: Annotated[str | None, typer.Option(help="Git ref measured in this job instead of a stored baseline "
+                                                "(temporary worktree, interleaved rounds).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Slowdown that fails, e.g. 0.10 = 10% (default: the "
+                                                    "suite file's threshold, else 0.10).")] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level of the one-sided rank test.")] = 0.01,
+    rounds: Annotated[int | None, typer.Option(help="Rounds per case and side (default: the suite's, else 10).")]
+    = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Model option KEY=VALUE injected into the "
+                                                     "measured code only, e.g. work_factor=1.5 (slows the test "
+                                                     "model 'faulty').")] = None,
+    update_baseline: Annotated[bool, typer.Option(help="Measure the suite and (over)write --baseline.")] = False,
+    summary: Annotated[Path | None, typer.Option(help="Also write the Markdown summary here (it is appended to "
+                                                 "$GITHUB_STEP_SUMMARY when that is set).")] = None,
+    force: Annotated[bool, typer.Option(help="Compare even if the machine calibration moved more than 2x.")]
+    = False,
+    remeasure: Annotated[bool, typer.Option(help="Re-measure suspected regressions before reporting them.")] = True,
+    normalize: Annotated[str, typer.Option(help="Scale baseline times by the machine calibration: auto (only if "
+                                           "recorded on another machine), always, never.")] = "auto",
+) -> None:
+    """Throughput regression gate: compare the suite's speed with a baseline or a git ref (exit 1 on regression)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from ssmbench import check as gate
+
+    if (baseline is None) == (against is None):
+        raise SpecError("give exactly one of --baseline PATH (stored baseline) or --against REF (git ref)")
+    if update_baseline and (baseline is None or option):
+        raise SpecError("--update-baseline records --baseline PATH from the unmodified code (no --option)")
+    plan = gate.plan_check(suite, rounds=rounds, threshold=threshold, alpha=alpha)
+    inject = _parse_options(option)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err_console, transient=True)
+    task_id = progress.add_task("calibrating", total=None)
+
+    def on_progress(done: int, total: int, what: str) -> None:
+        progress.update(task_id, completed=done, total=total, description=what)
+
+    with progress:
+        if update_baseline:
+            try:
+                path, _, cal = gate.record_baseline(plan, baseline, command=" ".join(["ssmbench", *sys.argv[1:]]),
+                                                    on_progress=on_progress)
+            except RuntimeError as exc:
+                err_console.print(f"[red]{exc}[/red]")
+                raise typer.Exit(1) from None
+        elif baseline is not None:
+            result = gate.run_against_baseline(plan, baseline, inject=inject, force=force, remeasure=remeasure,
+                                               normalize=normalize, on_progress=on_progress)
+        else:
+            result = gate.run_against_ref(plan, against, inject=inject, remeasure=remeasure, on_progress=on_progress)
+    if update_baseline:
+        console.print(f"[green]baseline written: {path}[/green] ({len(plan.cases)} cases x {plan.rounds} rounds; "
+                      f"calibration matmul {cal.matmul_s * 1e3:.2f} ms, memory {cal.memory_s * 1e3:.2f} ms)")
+        return
+    table = Table(title=f"ssmbench check: suite {plan.suite.name} vs {result.reference}")
+    for col in ("case", "baseline" if result.mode == "baseline" else "base", "current", "ratio", "95% CI", "p",
+                "verdict"):
+        table.add_column(col, justify="left" if col in ("case", "verdict") else "right")
+    styles = {"regression": "red", "failed": "red", "unsure": "yellow", "faster": "cyan", "new": "cyan"}
+    for r in gate.summary_rows(result):
+        style = styles.get(r["status"], "green")
+        table.add_row(r["case"], r["baseline"], r["current"], r["ratio"], r["ci"], r["p"],
+                      f"[{style}]{r['verdict']}[/{style}]")
+    console.print(table)
+    for note in ([f"calibration: {result.normalisation.describe()}"] if result.normalisation else []) + result.notes:
+        console.print(f"[dim]{note}[/dim]", highlight=False)
+    for p in gate.publish_markdown(gate.render_markdown(result), summary):
+        console.print(f"[dim]summary: {p}[/dim]")
+    console.print(f"{gate.headline(result)}  (geomean ratio {result.geomean_ratio:.3f}, {result.seconds:.0f} s)")
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ssmbench.bench.timer import quantile
 from ssmbench.models.blocks import SequenceModel, tensor_bytes
 
 NATIVE, STEP_LOOP, STATELESS = "native", "step_loop", "stateless"
@@ -246,13 +247,7 @@ class GenerationResult:
 
     def latency_quantile(self, q: float) -> float:
         """Per-token latency quantile, linearly interpolated (NaN with no decode steps)."""
-        if not self.token_latencies_s:
-            return float("nan")
-        xs = sorted(self.token_latencies_s)
-        pos = q * (len(xs) - 1)
-        lo = int(pos)
-        hi = min(lo + 1, len(xs) - 1)
-        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+        return quantile(self.token_latencies_s, q)
 
     @property
     def tokens_per_s(self) -> float:

@@ -141,6 +141,22 @@ def _figure_groups(table: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
     return list(table.groupby(["mode", "device", "dtype", "d_model", "n_layers"], sort=True))
 
 
+def crossovers_vs_attention(series: dict[tuple[str, str], pd.DataFrame], column: str,
+                            label: Callable[[str, str], str]) -> list[Crossover]:
+    """Each non-attention series of {(model, backend): rows by seq_len} against each attention series on ``column``."""
+    attn = [(k, g) for k, g in series.items() if k[0] in ATTENTION_MODELS]
+    out = []
+    for (m, b), g in series.items():
+        if m in ATTENTION_MODELS:
+            continue
+        for (am, ab), ag in attn:
+            both = g.merge(ag, on="seq_len", suffixes=("", "_attn"))
+            if not both.empty:
+                out.append(find_crossover(both.seq_len, both[column], both[f"{column}_attn"], label(m, b),
+                                          _series_label(am, ab)))
+    return out
+
+
 def analyse(table: pd.DataFrame) -> tuple[dict[str, float], list[Crossover]]:
     exponents: dict[str, float] = {}
     crossovers: list[Crossover] = []
@@ -149,15 +165,8 @@ def analyse(table: pd.DataFrame) -> tuple[dict[str, float], list[Crossover]]:
         series = {(m, b): g.sort_values("seq_len") for (m, b), g in grp.groupby(["model", "backend"])}
         for (m, b), g in series.items():
             exponents[f"{prefix} {_series_label(m, b)}"] = fit_exponent(g.seq_len, g.seq_time_median)
-        attn = [(k, g) for k, g in series.items() if k[0] in ATTENTION_MODELS]
-        for (m, b), g in series.items():
-            if m in ATTENTION_MODELS:
-                continue
-            for (am, ab), ag in attn:
-                both = g.merge(ag, on="seq_len", suffixes=("", "_attn"))
-                c = find_crossover(both.seq_len, both.seq_time_median, both.seq_time_median_attn,
-                                   f"{prefix} {_series_label(m, b)}", _series_label(am, ab))
-                crossovers.append(c)
+        crossovers += crossovers_vs_attention(series, "seq_time_median",
+                                              lambda m, b, p=prefix: f"{p} {_series_label(m, b)}")
     return exponents, crossovers
 
 

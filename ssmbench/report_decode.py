@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ssmbench.report import ATTENTION_MODELS, find_crossover, fit_exponent, format_bytes, format_length, format_seconds
+from ssmbench.report import (
+    ATTENTION_MODELS,
+    crossovers_vs_attention,
+    fit_exponent,
+    format_bytes,
+    format_length,
+    format_seconds,
+)
 
 GROUP = ["device", "dtype", "d_model", "n_layers"]
 SERIES = ["model", "backend", "batch", "graphs"]
@@ -61,19 +68,11 @@ def decode_crossovers(table: pd.DataFrame) -> list[tuple[tuple, str]]:
     for key, grp in table.groupby(GROUP, sort=True):
         for (batch, graphs), sub in grp.groupby(["batch", "graphs"], sort=True):
             series = {(m, b): g.sort_values("seq_len") for (m, b), g in sub.groupby(["model", "backend"])}
-            attn = [(k, g) for k, g in series.items() if k[0] in ATTENTION_MODELS]
-            for (m, b), g in series.items():
-                if m in ATTENTION_MODELS:
-                    continue
-                for (am, ab), ag in attn:
-                    both = g.merge(ag, on="seq_len", suffixes=("", "_attn"))
-                    if both.empty:
-                        continue
-                    c = find_crossover(both.seq_len, both["token_latency:p50"], both["token_latency:p50_attn"],
-                                       _label(m, b, batch, graphs), f"{am} ({ab})")
-                    text = c.describe().replace(" is faster than", " decodes faster than").replace(
-                        " is slower than", " decodes slower than")
-                    out.append((key, text + (" (context L)" if c.relation == "at" else "")))
+            label = lambda m, b, k=batch, cg=graphs: _label(m, b, k, cg)  # noqa: E731
+            for c in crossovers_vs_attention(series, "token_latency:p50", label):
+                text = c.describe().replace(" is faster than", " decodes faster than").replace(
+                    " is slower than", " decodes slower than")
+                out.append((key, text + (" (context L)" if c.relation == "at" else "")))
     return out
 
 

@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linearly interpolated quantile (numpy's default method); NaN for no values."""
+    if not values:
+        return float("nan")
+    xs = sorted(values)
+    pos = q * (len(xs) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 @dataclass
@@ -27,13 +38,7 @@ class Timing:
         return statistics.median(self.samples)
 
     def quantile(self, q: float) -> float:
-        xs = sorted(self.samples)
-        if len(xs) == 1:
-            return xs[0]
-        pos = q * (len(xs) - 1)
-        lo = int(pos)
-        hi = min(lo + 1, len(xs) - 1)
-        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+        return quantile(self.samples, q)
 
     @property
     def iqr(self) -> float:

@@ -67,8 +67,11 @@ def test_prefill_case_times_like_fwd(tiny_case):
     assert v[("state_bytes", "value")] > 0 and r.info["prefill_path"] == "native"
 
 
-def test_family_without_prefill_uses_and_records_the_step_loop(tiny_case):
-    r = run_decode_case(case(tiny_case, "s4", seq_len=8))
+def test_family_without_prefill_uses_and_records_the_step_loop(tiny_case, monkeypatch):
+    from ssmbench.models.mamba import MambaMixer
+
+    monkeypatch.delattr(MambaMixer, "prefill")  # a stateful mixer without the optional prefill()
+    r = run_decode_case(case(tiny_case, "mamba", seq_len=8))
     assert r.status == "ok", r.error
     assert values(r)[("prefill_step_loop_layers", "value")] == 2 and r.info["prefill_path"] == "step_loop"
     assert "?" not in r.info["backend"]
