@@ -199,7 +199,9 @@ def _run_sweeps(specs: list, out: Path, *, force: bool, retry_failed: bool, dry_
         return
     check_output_dir(out)
     from ssmbench.executors import EXECUTORS
+    from ssmbench.runner import check_backends_available
 
+    check_backends_available(cases)
     if executor not in EXECUTORS:
         raise SpecError(f"unknown executor '{executor}'; choose from {', '.join(EXECUTORS)}")
     summary = _run_with_progress(cases, out, force=force, resume=True, retry_failed=retry_failed, command=command,
@@ -484,14 +486,17 @@ def check(
     force: Annotated[bool, typer.Option(help="Compare even if the machine calibration moved more than 2x.")]
     = False,
     remeasure: Annotated[bool, typer.Option(help="Re-measure suspected regressions before reporting them.")] = True,
-    normalize: Annotated[str, typer.Option(help="Scale baseline times by the machine calibration: auto (only if "
-                                           "recorded on another machine), always, never.")] = "auto",
+    normalize: Annotated[str, typer.Option(help="How baseline times are scaled to this machine: calibration, suite "
+                                           "(median ratio of the suite's cases: robust to load, blind to changes "
+                                           "that slow every case alike), none, or auto (calibration if recorded "
+                                           "on another machine, else none).")] = "auto",
 ) -> None:
     """Throughput regression gate: compare the suite's speed with a baseline or a git ref (exit 1 on regression)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from ssmbench import check as gate
+    from ssmbench.check_report import headline, publish_markdown, render_markdown, summary_rows
 
     if (baseline is None) == (against is None):
         raise SpecError("give exactly one of --baseline PATH (stored baseline) or --against REF (git ref)")
@@ -528,16 +533,16 @@ def check(
                 "verdict"):
         table.add_column(col, justify="left" if col in ("case", "verdict") else "right")
     styles = {"regression": "red", "failed": "red", "unsure": "yellow", "faster": "cyan", "new": "cyan"}
-    for r in gate.summary_rows(result):
+    for r in summary_rows(result):
         style = styles.get(r["status"], "green")
         table.add_row(r["case"], r["baseline"], r["current"], r["ratio"], r["ci"], r["p"],
                       f"[{style}]{r['verdict']}[/{style}]")
     console.print(table)
-    for note in ([f"calibration: {result.normalisation.describe()}"] if result.normalisation else []) + result.notes:
+    for note in ([f"normalisation: {result.normalisation.describe()}"] if result.normalisation else []) + result.notes:
         console.print(f"[dim]{note}[/dim]", highlight=False)
-    for p in gate.publish_markdown(gate.render_markdown(result), summary):
+    for p in publish_markdown(render_markdown(result), summary):
         console.print(f"[dim]summary: {p}[/dim]")
-    console.print(f"{gate.headline(result)}  (geomean ratio {result.geomean_ratio:.3f}, {result.seconds:.0f} s)")
+    console.print(f"{headline(result)}  (geomean ratio {result.geomean_ratio:.3f}, {result.seconds:.0f} s)")
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 

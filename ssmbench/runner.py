@@ -66,6 +66,22 @@ def plan_sweep(spec: SweepSpec) -> list[Case]:
     return cases
 
 
+def check_backends_available(cases: Iterable[Case]) -> None:
+    """An explicitly requested backend that cannot run on the case's device is a usage error, before any case runs.
+
+    (DESIGN: never a silent fallback; the message names what to install.)
+    """
+    from ssmbench import kernels
+    from ssmbench.registry import MODELS
+    from ssmbench.spec import SpecError
+
+    for model, backend, device in sorted({(c.model, c.backend, c.device) for c in cases if c.backend != "auto"}):
+        op = MODELS.get(model).ops[0]
+        status = {b.name: b for b in kernels.backends(op, device)}[backend]
+        if not status.available:
+            raise SpecError(f"backend '{backend}' of {model} ({op}) cannot run on {device}: {status.reason}")
+
+
 class WorkerProcess:
     """A persistent worker: ``python -m ssmbench.worker`` talking over two pipes.
 

@@ -74,13 +74,10 @@ class ModelSpec:
 
 
 def _known_backends(model: str) -> set[str]:
+    """Backend names of the model's main op (its ``backend`` field); availability is checked after planning."""
     from ssmbench import kernels
 
-    entry = MODELS.get(model)
-    names: set[str] = {"auto"}
-    for op in entry.ops:
-        names.update(b.name for b in kernels.backends(op))
-    return names
+    return {"auto", *kernels.backend_names(MODELS.get(model).ops[0])}
 
 
 def parse_models(text: str) -> tuple[ModelSpec, ...]:

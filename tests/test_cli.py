@@ -19,6 +19,7 @@ def ssmbench(*args, cwd=None):
     (["sweep", "--models", "mamba", "--lengths", "12q"], "bad length '12q'"),
     (["sweep", "--models", "mamba", "--lengths", "0"], "must be positive"),
     (["sweep", "--models", "mamba:warp"], "unknown backend 'warp'"),
+    (["sweep", "--models", "mamba:triton", "--device", "cpu", "--lengths", "64"], "cannot run on cpu"),
     (["sweep", "--models", "mamba", "--device", "cpu", "--dtype", "float16"], "not supported on cpu"),
     (["sweep", "--models", "mamba", "--option", "d_state"], "expected KEY=VALUE"),
     (["run", "missing.toml"], "not found"),

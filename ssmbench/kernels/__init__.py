@@ -38,6 +38,7 @@ __all__ = [
     "BackendStatus",
     "BackendUnavailable",
     "attention",
+    "backend_names",
     "backends",
     "causal_conv1d",
     "dispatch",
@@ -58,6 +59,11 @@ def _op_backends(op: str) -> tuple[Backend, ...]:
     if op not in _OP_MODULES:
         raise KeyError(f"unknown op '{op}'; known: {', '.join(_OP_MODULES)}")
     return load_target(_OP_MODULES[op])
+
+
+def backend_names(op: str) -> list[str]:
+    """Names of the backends of ``op``, without probing whether they can run (cheap)."""
+    return [b.name for b in _op_backends(op)]
 
 
 def backends(op: str, device: str | None = None) -> list[BackendStatus]:
