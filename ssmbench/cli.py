@@ -486,10 +486,10 @@ def check(
     force: Annotated[bool, typer.Option(help="Compare even if the machine calibration moved more than 2x.")]
     = False,
     remeasure: Annotated[bool, typer.Option(help="Re-measure suspected regressions before reporting them.")] = True,
-    normalize: Annotated[str, typer.Option(help="How baseline times are scaled to this machine: calibration, suite "
-                                           "(median ratio of the suite's cases: robust to load, blind to changes "
-                                           "that slow every case alike), none, or auto (calibration if recorded "
-                                           "on another machine, else none).")] = "auto",
+    normalize: Annotated[str, typer.Option(help="How baseline times are scaled to this machine: suite (= auto: by "
+                                           "the median ratio of the suite's cases; robust to load, blind to "
+                                           "changes that slow every case alike), calibration, or none.")]
+    = "auto",
 ) -> None:
     """Throughput regression gate: compare the suite's speed with a baseline or a git ref (exit 1 on regression)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -1,0 +1,405 @@
+"""The throughput regression gate behind ``ssmbench check``.
+
+Two ways to get a reference to compare the code under test ("head") with:
+
+- a stored baseline (``--baseline results/baselines/ci.parquet``, format in ``check_baseline.py``): per-case
+  samples recorded earlier, with the recording machine's calibration (``calibrate.py``); baseline times are scaled
+  by how much slower this machine is (``--normalize``: by the calibration when recorded elsewhere, or by the suite's
+  median ratio, which also absorbs the load of a shared machine);
+- a git ref (``--against REF``): the ref is checked out in a temporary ``git worktree`` and measured in the same
+  job, its worker importing the worktree's code (PYTHONPATH), base and head interleaved round by round (ABBA).
+
+Measurement: R rounds; in each round every case runs once per side in a persistent worker; one number per
+(round, case, side) = the fastest of the case's few timed samples. Rounds spread each case over the whole run, so a
+burst of load on a shared machine hits one round of every case instead of every sample of one case.
+
+Verdicts (``check_stats.verdict``): a case is a regression when its time ratio exceeds 1 + threshold AND a
+one-sided rank test is significant AND the bootstrap CI excludes 1. Suspects (ratio beyond the threshold) are
+re-measured with twice the rounds and judged on the fresh samples only, so one bad stretch of load cannot fail CI.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ssmbench import check_stats
+from ssmbench.calibrate import Calibration, Normalisation, combine, measure_calibration, normalisation
+from ssmbench.case import Case
+from ssmbench.check_baseline import case_key, check_compatible, read_baseline, write_baseline
+from ssmbench.spec import SpecError, Suite
+
+DEFAULT_ROUNDS = 10
+DEFAULT_THRESHOLD = 0.10
+# Refuse a stored baseline when either calibration workload moved by more than this factor: a different class
+# of machine, where rescaling by the calibration would be guesswork (``--force`` overrides).
+MAX_CALIBRATION_SHIFT = 2.0
+NORMALIZE_MODES = ("auto", "calibration", "suite", "none")
+# --normalize suite re-measures suspects beside this many unsuspected cases, which re-estimate the machine factor
+SUITE_CONTROLS = 6
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class CheckPlan:
+    suite: Suite
+    cases: tuple[Case, ...]
+    rounds: int
+    threshold: float
+    alpha: float
+
+    @property
+    def device(self) -> str:
+        return self.cases[0].device
+
+    @property
+    def threads(self) -> int:
+        return self.cases[0].threads
+
+
+def plan_check(suite_path: str | os.PathLike[str], *, rounds: int | None = None, threshold: float | None = None,
+               alpha: float = 0.01) -> CheckPlan:
+    """The suite's speed cases and the gate's settings (CLI value, else the suite's ``[suite]`` value, else default)."""
+    from ssmbench.runner import plan_sweep
+    from ssmbench.spec import load_suite
+
+    suite = load_suite(suite_path)
+    cases = tuple(dict.fromkeys(c for s in suite.sweeps for c in plan_sweep(s) if c.kind == "speed"))
+    if not cases:
+        raise SpecError(f"{suite_path}: the regression gate needs [[sweep]] tables (speed cases)")
+    rounds = int(rounds if rounds is not None else suite.options.get("rounds", DEFAULT_ROUNDS))
+    threshold = float(threshold if threshold is not None else suite.options.get("threshold", DEFAULT_THRESHOLD))
+    if rounds < 3:
+        raise SpecError(f"--rounds must be >= 3 (got {rounds}): the rank test needs a few samples per side")
+    if not 0 < threshold < 10:
+        raise SpecError(f"--threshold must be in (0, 10), a relative slowdown such as 0.10 (got {threshold:g})")
+    if not 0 < alpha < 1:
+        raise SpecError(f"--alpha must be in (0, 1) (got {alpha:g})")
+    return CheckPlan(suite, cases, rounds, threshold, alpha)
+
+
+# ----------------------------------------------------------------------------------------------- measurement
+
+
+@dataclass(frozen=True)
+class Side:
+    """Where one side's cases run: its worker's environment, and model options injected into its cases."""
+
+    name: str  # "base" | "head"
+    env: dict[str, str] | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def apply(self, case: Case) -> Case:
+        if not self.options:
+            return case
+        merged = dict(case.model_options) | dict(self.options)
+        return replace(case, model_options=tuple(sorted(merged.items())))
+
+
+@dataclass
+class Measurements:
+    values: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (side, key) -> per-round times
+    errors: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def _round_time(result: Any) -> float:
+    """One round's number: the fastest of the case's timed samples (load on a shared machine only adds time, so
+    the minimum of a few back-to-back calls is the least load-sensitive; rounds are then compared by medians)."""
+    for m in result.metrics or []:
+        if m.metric == "time" and m.stat == "median":
+            return float(min(m.samples)) if m.samples else float(m.value)
+    raise ValueError("the case reported no time/median metric")
+
+
+def measure_rounds(cases: Sequence[Case], sides: Sequence[Side], rounds: int,
+                   on_progress: Progress | None = None, probe: Callable[[], object] | None = None) -> Measurements:
+    """``rounds`` x every case x every side, interleaved: round r runs each case on the sides in ABAB order for
+    even r and BABA for odd r. A case that fails on any side is not run again. ``probe`` (the calibration) runs
+    at the start of every round, so it sees the same stretches of machine load as the cases."""
+    from ssmbench.runner import WorkerProcess
+
+    out = Measurements()
+    workers: dict[str, WorkerProcess] = {}
+    total, done = rounds * len(cases) * len(sides), 0
+    try:
+        for r in range(rounds):
+            if probe is not None:
+                probe()
+            order = list(sides) if r % 2 == 0 else list(sides)[::-1]
+            for case in cases:
+                key = case_key(case)
+                for side in order:
+                    done += 1
+                    if any((s.name, key) in out.errors for s in sides):
+                        continue
+                    if on_progress:
+                        on_progress(done - 1, total, f"round {r + 1}/{rounds} {side.name}: {case.label()}")
+                    worker = workers.get(side.name) or WorkerProcess(env=side.env)
+                    workers[side.name] = worker
+                    result, restart = worker.run(side.apply(case))
+                    if restart:
+                        worker.kill()
+                        workers.pop(side.name)
+                    if result.status != "ok":
+                        out.errors[(side.name, key)] = f"{result.status}: {result.error}"
+                        continue
+                    out.values.setdefault((side.name, key), []).append(_round_time(result))
+        if on_progress:
+            on_progress(total, total, "done")
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class CaseCheck:
+    key: str
+    label: str
+    base: list[float] = field(default_factory=list)  # scaled by the calibration factor in baseline mode
+    head: list[float] = field(default_factory=list)
+    comparison: check_stats.Comparison | None = None
+    verdict: str = "ok"  # regression | unsure | ok | faster | failed | new
+    error: str = ""
+    first_verdict: str | None = None  # the verdict before re-measurement, when re-measured
+
+
+@dataclass
+class CheckResult:
+    mode: str  # "baseline" | "against"
+    plan: CheckPlan
+    reference: str  # the baseline's description or "REF (sha)"
+    cases: list[CaseCheck]
+    normalisation: Normalisation | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def regressions(self) -> list[CaseCheck]:
+        return [c for c in self.cases if c.verdict in ("regression", "failed")]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressions else 0
+
+    @property
+    def geomean_ratio(self) -> float:
+        return check_stats.geomean([c.comparison.ratio for c in self.cases if c.comparison is not None])
+
+
+def _judge(cc: CaseCheck, paired: bool, plan: CheckPlan) -> None:
+    compare = check_stats.compare_paired if paired else check_stats.compare_unpaired
+    cc.comparison = compare(cc.base, cc.head)
+    cc.verdict = check_stats.verdict(cc.comparison, plan.threshold, plan.alpha)
+
+
+def _collect(plan: CheckPlan, meas: Measurements, base_of: Callable[[str], list[float] | None],
+             paired: bool) -> list[CaseCheck]:
+    out = []
+    for c in plan.cases:
+        key = case_key(c)
+        cc = CaseCheck(key, c.label(), base=list(base_of(key) or []), head=meas.values.get(("head", key), []))
+        if ("head", key) in meas.errors:
+            cc.verdict, cc.error = "failed", meas.errors[("head", key)]
+        elif ("base", key) in meas.errors:
+            cc.verdict, cc.error = "new", "base: " + meas.errors[("base", key)]
+        else:
+            _judge(cc, paired, plan)
+        out.append(cc)
+    return out
+
+
+def _remeasure(plan: CheckPlan, checks: list[CaseCheck], sides: Sequence[Side], paired: bool,
+               base_of: Callable[[str], list[float]] | None, on_progress: Progress | None,
+               rescale: Callable[[Measurements, list[str]], Callable[[str], list[float]]] | None = None) -> None:
+    """Re-run suspects (ratio beyond the threshold) with twice the rounds; judge them on the fresh samples.
+
+    ``base_of`` None: the base side is re-measured too (``--against``). ``rescale`` (``--normalize suite``):
+    up to SUITE_CONTROLS unsuspected cases are re-measured alongside, and ``rescale(meas, control keys)`` gives the
+    baseline of this pass, so that the machine factor comes from the same stretch of time as the suspects.
+    """
+    suspects = {c.key: c for c in checks if c.verdict in ("regression", "unsure")}
+    if not suspects:
+        return
+    others = [c.key for c in checks if c.key not in suspects and c.comparison is not None]
+    controls = others[::max(1, math.ceil(len(others) / SUITE_CONTROLS))] if rescale else []
+    cases = [c for c in plan.cases if case_key(c) in suspects or case_key(c) in controls]
+    meas = measure_rounds(cases, sides, 2 * plan.rounds, on_progress)
+    if rescale is not None:
+        base_of = rescale(meas, [k for k in controls if ("head", k) in meas.values] or list(suspects))
+    for key, cc in suspects.items():
+        cc.first_verdict = cc.verdict
+        if ("head", key) in meas.errors or ("base", key) in meas.errors:
+            cc.verdict = "failed"
+            cc.error = meas.errors.get(("head", key)) or meas.errors.get(("base", key), "")
+            continue
+        cc.head = meas.values[("head", key)]
+        cc.base = meas.values[("base", key)] if base_of is None else base_of(key)
+        _judge(cc, paired, plan)
+
+
+def _median_ratio(meas: Measurements, raw: dict[str, list[float]], keys: Sequence[str]) -> float:
+    """Median over cases of median(current) / median(baseline): the machine factor of ``--normalize suite``."""
+    from statistics import median
+
+    ratios = [median(meas.values[("head", k)]) / median(raw[k]) for k in keys if ("head", k) in meas.values]
+    return median(ratios) if ratios else 1.0
+
+
+def _check_power(plan: CheckPlan, n_base: int, paired: bool) -> None:
+    p = check_stats.smallest_p(n_base, plan.rounds, paired)
+    if p >= plan.alpha:
+        raise SpecError(f"with {plan.rounds} rounds{'' if paired else f' against {n_base} baseline rounds'} the "
+                        f"{'signed-rank' if paired else 'rank'} test cannot reach p < {plan.alpha:g} (best "
+                        f"p = {p:.2g}): raise --rounds (or --alpha)")
+
+
+def _prober(plan: CheckPlan, into: list[Calibration]) -> Callable[[], None]:
+    """A short calibration per round (3 samples of each workload), collected in ``into``."""
+    return lambda: into.append(measure_calibration(plan.device, plan.threads, samples=3))
+
+
+def run_against_baseline(plan: CheckPlan, baseline_path: str | os.PathLike[str], *,
+                         inject: tuple[tuple[str, Any], ...] = (), force: bool = False, remeasure: bool = True,
+                         normalize: str = "auto", on_progress: Progress | None = None) -> CheckResult:
+    """Measure the suite here and compare it with a stored baseline, normalised for the machine.
+
+    ``normalize``: ``suite`` (also ``auto``, the default) scales baseline times by the median ratio over the
+    suite's cases: it absorbs machine speed and the load of a shared machine, which on the 2-core development
+    machine moved whole runs by +-35% while the calibration tracked it only to ~10-20%; a change that slows every
+    case alike is not gated then, but a note compares the suite's ratio with the calibration's. ``calibration``
+    scales by the calibration ratio; ``none`` leaves baseline times as recorded. The calibration is always
+    measured: a baseline from another machine whose calibration differs more than MAX_CALIBRATION_SHIFT is
+    refused (a different class of machine) unless ``force``.
+    """
+    if normalize not in NORMALIZE_MODES:
+        raise SpecError(f"unknown --normalize '{normalize}'; choose from {', '.join(NORMALIZE_MODES)}")
+    t0 = time.perf_counter()
+    baseline = read_baseline(baseline_path)
+    notes = check_compatible(baseline, suite=plan.suite.name, suite_path=plan.suite.path, cases=plan.cases)
+    _check_power(plan, min(len(xs) for xs in baseline.samples.values()), paired=False)
+    normalize = "suite" if normalize == "auto" else normalize
+    elsewhere = not baseline.same_machine()
+    probes: list[Calibration] = []
+    for _ in range(3):  # the same estimator as the baseline's (median of short probes), before spending the time
+        _prober(plan, probes)()
+    shift = normalisation(baseline.calibration, combine(*probes))
+    if (elsewhere or normalize == "calibration") and shift.worst_shift() > MAX_CALIBRATION_SHIFT and not force:
+        raise SpecError(f"calibration moved too much to trust the baseline: {shift.describe()} (limit "
+                        f"{MAX_CALIBRATION_SHIFT:g}x): a different class of machine, or a heavily loaded one; "
+                        "re-record the baseline on this kind of machine (--update-baseline), use --against REF, "
+                        "or pass --force")
+    head = Side("head", options=inject)
+    meas = measure_rounds(plan.cases, [head], plan.rounds, on_progress, probe=_prober(plan, probes))
+    raw = baseline.samples
+    norm = normalisation(baseline.calibration, combine(*probes), normalize,
+                         _median_ratio(meas, raw, [case_key(c) for c in plan.cases]))
+    if normalize == "none" and norm.worst_shift() > MAX_CALIBRATION_SHIFT:
+        notes.append(f"the calibration differs {norm.worst_shift():.2f}x from the baseline's on this same machine: "
+                     "its load differs from when the baseline was recorded, so the verdicts are less reliable")
+    if normalize == "suite" and norm.suite_ratio > norm.measured_factor * (1 + plan.threshold):
+        notes.append(f"⚠️ the whole suite is x{norm.suite_ratio / norm.measured_factor:.2f} slower than the "
+                     "calibration predicts: load the calibration missed, or a change that slows every case alike, "
+                     "which --normalize suite does not gate (confirm with --against REF)")
+    drift = normalisation(probes[0], probes[-1])
+    notes.append(f"machine drift during the run (calibration in the last round vs before the first): matmul "
+                 f"x{drift.matmul_ratio:.3f}, memory x{drift.memory_ratio:.3f}")
+
+    def scaled(factor: float) -> Callable[[str], list[float]]:
+        return lambda key: [s * factor for s in raw[key]]
+
+    def rescale(again: Measurements, controls: list[str]) -> Callable[[str], list[float]]:
+        factor = _median_ratio(again, raw, controls)
+        notes.append(f"re-measurement beside {len(controls)} unsuspected case(s): baseline times scaled by "
+                     f"x{factor:.3f} for the re-measured cases")
+        return scaled(factor)
+
+    checks = _collect(plan, meas, scaled(norm.factor), paired=False)
+    if remeasure:
+        _remeasure(plan, checks, [head], False, scaled(norm.factor), on_progress,
+                   rescale if normalize == "suite" else None)
+    return CheckResult("baseline", plan, baseline.describe(), checks, norm, notes, time.perf_counter() - t0)
+
+
+def record_baseline(plan: CheckPlan, path: str | os.PathLike[str], *, command: str = "",
+                    on_progress: Progress | None = None) -> tuple[Path, Measurements, Calibration]:
+    """Measure the suite and write it as the new baseline (nothing is written if a case fails)."""
+    probes: list[Calibration] = []
+    meas = measure_rounds(plan.cases, [Side("head")], plan.rounds, on_progress, probe=_prober(plan, probes))
+    if meas.errors:
+        (_, key), err = next(iter(meas.errors.items()))
+        label = next(c.label() for c in plan.cases if case_key(c) == key)
+        raise RuntimeError(f"{len(meas.errors)} case(s) failed, baseline not written; first: {label}: {err}")
+    calibration = combine(*probes)
+    samples = {key: xs for (_, key), xs in meas.values.items()}
+    out = write_baseline(path, suite=plan.suite.name, suite_path=plan.suite.path, cases=plan.cases, samples=samples,
+                         rounds=plan.rounds, calibration=calibration, command=command)
+    return out, meas, calibration
+
+
+# ------------------------------------------------------------------------------------------------ --against REF
+
+
+def _git(args: list[str], cwd: str | os.PathLike[str]) -> str:
+    r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SpecError(f"git {' '.join(args)} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+    return r.stdout.strip()
+
+
+@contextmanager
+def git_worktree(ref: str, repo: str | os.PathLike[str] = ".") -> Iterator[tuple[Path, str]]:
+    """Check ``ref`` out in a temporary detached worktree; yield (its path, the commit sha); always remove it."""
+    try:
+        root = _git(["rev-parse", "--show-toplevel"], repo)
+    except (SpecError, OSError):
+        raise SpecError(f"--against needs a git checkout; '{Path(repo).resolve()}' is not inside one") from None
+    try:
+        sha = _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], root)
+    except SpecError:
+        raise SpecError(f"unknown git ref '{ref}' in {root}") from None
+    tmp = Path(tempfile.mkdtemp(prefix="ssmbench-against-"))
+    tree = tmp / "src"
+    _git(["worktree", "add", "--detach", str(tree), sha], root)
+    try:
+        if not (tree / "ssmbench" / "worker.py").is_file():
+            raise SpecError(f"ref '{ref}' ({sha[:12]}) has no ssmbench/worker.py: it predates the runner")
+        yield tree, sha
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, capture_output=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True)
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_against_ref(plan: CheckPlan, ref: str, *, inject: tuple[tuple[str, Any], ...] = (), remeasure: bool = True,
+                    repo: str | os.PathLike[str] = ".", on_progress: Progress | None = None) -> CheckResult:
+    """Measure ``ref`` (in a worktree) and the working tree interleaved in this job; paired statistics."""
+    t0 = time.perf_counter()
+    _check_power(plan, plan.rounds, paired=True)
+    with git_worktree(ref, repo) as (tree, sha):
+        pythonpath = os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH", "")) if p)
+        # PYTHONSAFEPATH: ``python -m`` must not put the caller's directory (maybe the head checkout) first
+        base = Side("base", env={"PYTHONPATH": pythonpath, "PYTHONSAFEPATH": "1"})
+        head = Side("head", options=inject)
+        meas = measure_rounds(plan.cases, [base, head], plan.rounds, on_progress)
+        checks = _collect(plan, meas, lambda key: meas.values.get(("base", key)), paired=True)
+        if remeasure:
+            _remeasure(plan, checks, [base, head], True, None, on_progress)
+    notes = [f"base = {ref} ({sha[:12]}) checked out in a temporary worktree; head = the working tree; both run "
+             f"by {sys.executable}, interleaved round by round"]
+    return CheckResult("against", plan, f"{ref} ({sha[:12]})", checks, None, notes, time.perf_counter() - t0)
