@@ -192,14 +192,16 @@ def plot_speed(table: pd.DataFrame, out_dir: Path, exponents: dict[str, float],
                               color=line.get_color())
             ax_tp.plot(g.seq_len, g["tokens_per_s:median"], style, marker="o", color=line.get_color(), label=label)
             if "peak_mem_delta:max" in g:
-                ax_m.plot(g.seq_len, g["peak_mem_delta:max"] / 2**20, style, marker="o", color=line.get_color(),
-                          label=label)
+                mem = g[g["peak_mem_delta:max"] > 0]  # a zero (all pages already resident) has no log position
+                ax_m.plot(mem.seq_len, mem["peak_mem_delta:max"] / 2**20, style, marker="o",
+                          color=line.get_color(), label=label)
         for c in crossovers:
             if c.ssm.startswith(prefix) and c.relation == "at" and c.length is not None:
                 ax_t.axvline(c.length, color="grey", linestyle=":", linewidth=1)
-                ax_t.annotate(f"{c.ssm[len(prefix) + 1:].split(' ')[0]} wins\nL≈{format_length(c.length)}",
-                              xy=(c.length, ax_t.get_ylim()[0]), xytext=(4, 8), textcoords="offset points",
-                              fontsize=8, color="dimgrey")
+                ax_t.annotate(f"{c.ssm[len(prefix) + 1:].split(' ')[0]} faster\nfrom L≈{format_length(c.length)}",
+                              xy=(c.length, 0.02), xycoords=("data", "axes fraction"), xytext=(3, 0),
+                              textcoords="offset points", fontsize=8, color="dimgrey", rotation=90,
+                              va="bottom")
         batch_note = ", ".join(sorted({f"{t}" for t in (grp.batch * grp.seq_len).unique()}))
         ax_t.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="time per sequence (ms)",
                  title=f"{mode}: time per sequence (median, IQR band)")
