@@ -95,17 +95,19 @@ def _summary_table(summary) -> None:
     from ssmbench.report import format_bytes, format_seconds
 
     table = Table(title=f"run {summary.run_id}", show_lines=False)
-    for col in ("model", "backend", "mode", "L", "batch", "status", "median", "tokens/s", "peak mem"):
-        table.add_column(col, justify="right" if col in ("L", "batch", "median", "tokens/s", "peak mem") else "left")
+    for col in ("model", "backend", "mode", "L", "batch", "status", "median time / accuracy", "tokens/s",
+                "peak mem"):
+        table.add_column(col, justify="left" if col in ("model", "backend", "mode", "status") else "right")
     for o in summary.executed:
         metrics = {(m.metric, m.stat): m.value for m in (o.result.metrics or [])}
-        med = metrics.get(("time", "median"), float("nan"))
         tps = metrics.get(("tokens_per_s", "median"))
         mem = metrics.get(("peak_mem_delta", "max"), float("nan"))
+        acc = metrics.get(("accuracy", "train_len"))
+        result = f"acc {acc:.3f}" if acc is not None else format_seconds(metrics.get(("time", "median"), float("nan")))
         status = o.result.status if o.result.status == "ok" else f"[red]{o.result.status}[/red]"
         backend = (o.result.info or {}).get("backend", o.case.backend)
-        table.add_row(o.case.model, backend, o.case.mode, str(o.case.seq_len), str(o.case.batch), status,
-                      format_seconds(med), f"{tps:,.0f}" if tps else "–", format_bytes(mem))
+        table.add_row(o.case.model, backend, o.case.mode, str(o.case.seq_len), str(o.case.batch), status, result,
+                      f"{tps:,.0f}" if tps else "–", format_bytes(mem))
     if summary.executed:
         console.print(table)
     failed = summary.failed
