@@ -11,6 +11,8 @@ Other parts of ssmbench add sections (accuracy, decode) through ``SECTIONS``: fu
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,11 +43,18 @@ class Crossover:
     ssm: str
     attention: str
     length: float | None  # interpolated L where the SSM becomes faster, None if it never/always is
-    relation: str  # "at" | "always_faster" | "never_faster"
+    relation: str  # "at" (faster from length on) | "below" (only below it) | "always_faster" | "never_faster" | "mixed"
+    faster_at: tuple[float, ...] = ()  # "mixed": the lengths where the SSM was faster
 
     def describe(self) -> str:
         if self.relation == "at" and self.length is not None:
             return f"{self.ssm} is faster than {self.attention} from L ≈ {format_length(self.length)}"
+        if self.relation == "below" and self.length is not None:
+            return f"{self.ssm} is faster than {self.attention} only below L ≈ {format_length(self.length)}"
+        if self.relation == "mixed":
+            where = ", ".join(format_length(x) for x in self.faster_at)
+            return (f"{self.ssm} and {self.attention} cross more than once (close costs or noise); "
+                    f"the SSM is faster only at L = {where}")
         if self.relation == "always_faster":
             return f"{self.ssm} is faster than {self.attention} at every measured length"
         return f"{self.ssm} is slower than {self.attention} at every measured length"
@@ -108,14 +117,23 @@ def find_crossover(lengths: Sequence[float], t_ssm: Sequence[float], t_attn: Seq
     log_ratio = [math.log(a / b) for _, a, b in pts]
     if all(r < 0 for r in log_ratio):
         return Crossover(ssm, attention, None, "always_faster")
-    if log_ratio[-1] >= 0:
+    if all(r >= 0 for r in log_ratio):
         return Crossover(ssm, attention, None, "never_faster")
-    # last index where the SSM is not faster; it wins from the next point on
-    i = max(k for k, r in enumerate(log_ratio) if r >= 0)
+    faster = [r < 0 for r in log_ratio]
+    if not faster[-1] and sum(a != b for a, b in itertools.pairwise(faster)) > 1:
+        # slower at the longest length after winning somewhere in between: no single L* describes it
+        return Crossover(ssm, attention, None, "mixed", tuple(x for (x, _, _), f in zip(pts, faster, strict=True)
+                                                              if f))
+    if log_ratio[-1] >= 0:  # faster at short lengths only: where it stops winning, from the last sign change
+        i = max(k for k, r in enumerate(log_ratio) if r < 0)
+        relation = "below"
+    else:  # last index where the SSM is not faster; it wins from the next point on
+        i = max(k for k, r in enumerate(log_ratio) if r >= 0)
+        relation = "at"
     (x0, r0), (x1, r1) = (pts[i][0], log_ratio[i]), (pts[i + 1][0], log_ratio[i + 1])
     frac = r0 / (r0 - r1)
     length = math.exp(math.log(x0) + frac * (math.log(x1) - math.log(x0)))
-    return Crossover(ssm, attention, length, "at")
+    return Crossover(ssm, attention, length, relation)
 
 
 def speed_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -124,8 +142,11 @@ def speed_table(df: pd.DataFrame) -> pd.DataFrame:
     if speed.empty:
         return pd.DataFrame()
     keys = ["case_id", "model", "backend", "mode", "device", "dtype", "batch", "seq_len", "d_model", "n_layers",
-            "params"]
-    speed = speed.assign(col=speed.metric + ":" + speed.stat)
+            "params", "built_d_model"]
+    # Figures group by the *requested* width: with --match-params each family is built at its own d_model
+    # (recorded in built_d_model) but belongs on the same plot as the transformer it was matched to.
+    requested = speed["case"].map(lambda text: json.loads(text)["d_model"])
+    speed = speed.assign(col=speed.metric + ":" + speed.stat, built_d_model=speed.d_model, d_model=requested)
     wide = speed.pivot_table(index=keys, columns="col", values="value", aggfunc="first", dropna=False)
     wide = wide.reset_index().dropna(subset=["time:median"])
     for stat in ("median", "q25", "q75"):

@@ -30,6 +30,11 @@ def test_crossover_interpolates_in_log_log():
 def test_crossover_edge_cases():
     assert find_crossover([1, 2], [1, 1], [2, 2]).relation == "always_faster"
     assert find_crossover([1, 2], [3, 3], [2, 2]).relation == "never_faster"
+    # faster at short lengths, slower at long ones: it wins only below the crossing
+    c = find_crossover([1, 2, 4], [1, 2, 8], [2, 2.5, 4])
+    assert c.relation == "below" and 2 < c.length < 4 and "only below" in c.describe()
+    c = find_crossover([1, 2, 4, 8], [3, 1, 5, 5], [2, 2, 4, 4])  # slower, faster, slower, slower: no single L*
+    assert c.relation == "mixed" and c.faster_at == (2,) and c.length is None
     # noise that dips below and back above counts as not yet crossed: last sign change wins
     c = find_crossover([1, 2, 4, 8], [1, 3, 5, 5], [2, 2, 4, 10])
     assert c.relation == "at" and 4 < c.length < 8
