@@ -15,3 +15,24 @@ def tiny_case():
         return Case(**base)
 
     return make
+
+
+@pytest.fixture
+def fit_fixed_batch():
+    """Train a model on one fixed batch of next-token prediction with AdamW; returns the per-step losses."""
+    import torch
+
+    def fit(model, tokens, steps: int = 12, lr: float = 1e-2) -> list[float]:
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        opt = torch.optim.AdamW(model.parameters(), lr=lr)
+        losses = []
+        for _ in range(steps):
+            logits = model(inputs)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses
+
+    return fit

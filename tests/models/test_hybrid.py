@@ -56,19 +56,11 @@ def test_step_by_step_decode_equals_parallel_forward(kw: dict) -> None:
     torch.testing.assert_close(steps, full, **TIGHT)
 
 
-def test_model_trains_on_a_tiny_fixed_batch() -> None:
+def test_model_trains_on_a_tiny_fixed_batch(fit_fixed_batch) -> None:
     torch.manual_seed(0)
     model = tiny(d_model=32, headdim=16, attn_head_dim=16).build()
     x = torch.randint(0, 13, (4, 24), generator=torch.Generator().manual_seed(3))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(12):
-        logits = model(x[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 13), x[:, 1:].reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_fixed_batch(model, x)
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.7 * losses[0], losses
 
