@@ -17,7 +17,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,7 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def case_rows(run_id: str, case: Case, result: CaseResult) -> list[dict[str, Any]]:
@@ -142,7 +142,7 @@ def write_run(root: str | os.PathLike[str], run_id: str, env: dict[str, Any], co
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid() % 100000:05d}"
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid() % 100000:05d}"
 
 
 def _part_files(root: Path) -> list[Path]:
