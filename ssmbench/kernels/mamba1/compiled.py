@@ -20,6 +20,7 @@ import hashlib
 import os
 import platform
 import shutil
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -63,6 +64,11 @@ def _extension_name() -> str:
 def _build(name: str, build_dir: Path) -> None:
     from torch.utils import cpp_extension
 
+    # The ninja that `pip install ssmbench` brings lives beside this interpreter, which need not be on PATH
+    # (e.g. `.venv/bin/pytest` run without activating the venv).
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx) is None:
         raise RuntimeError(f"no C++ compiler: '{cxx}' is not on PATH (install g++ or set CXX)")
