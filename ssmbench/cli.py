@@ -67,10 +67,18 @@ def _run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, ret
         progress.update(task_id, completed=done, total=total,
                         description=case.label() if case is not None else "done")
 
-    with progress:
-        kw = {"command": command, "suite": suite, "in_process": in_process} if executor != "slurm" else {}
-        summary = run_with_executor(cases, out, executor, gpus=gpus, slurm=slurm, force=force, resume=resume,
-                                    retry_failed=retry_failed, on_progress=on_progress, **kw)
+    try:
+        with progress:
+            kw = {"command": command, "suite": suite, "in_process": in_process} if executor != "slurm" else {}
+            summary = run_with_executor(cases, out, executor, gpus=gpus, slurm=slurm, force=force, resume=resume,
+                                        retry_failed=retry_failed, on_progress=on_progress, **kw)
+    except KeyboardInterrupt:
+        from ssmbench.store import finished_cases
+
+        done = len(finished_cases(out))
+        err_console.print(f"interrupted: {done} finished case(s) are saved in {out}; run the same command again "
+                          "to resume")
+        raise typer.Exit(130) from None
     skipped = len(summary.outcomes) - len(summary.executed)
     if skipped:
         err_console.print(f"[dim]{skipped} finished case(s) already in {out} were skipped "
