@@ -265,12 +265,13 @@ def _speed_markdown(table: pd.DataFrame, exponents: dict[str, float], crossovers
             lines.append(f"| {_series_label(m, b)} | {int(g.params.iloc[0]):,} | " + " | ".join(cells)
                          + f" | {alpha:.2f} |")
         lines += ["", "Time per sequence (median). Tokens/s and peak memory per case:", ""]
-        lines.append("| model (backend) | L | batch | tokens/s | peak memory of the call |")
-        lines.append("|---|---:|---:|---:|---:|")
+        lines.append("| model (backend) | L | batch | tokens/s | GFLOP/s (analytic FLOPs) | peak memory of the call |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
         for _, r in grp.sort_values(["model", "seq_len"]).iterrows():
             mem = r.get("peak_mem_delta:max", float("nan"))
+            gflops = r.get("achieved_flops:median", float("nan")) / 1e9
             lines.append(f"| {_series_label(r.model, r.backend)} | {format_length(r.seq_len)} | {r.batch} | "
-                         f"{r['tokens_per_s:median']:,.0f} | {format_bytes(mem)} |")
+                         f"{r['tokens_per_s:median']:,.0f} | {gflops:,.1f} | {format_bytes(mem)} |")
         lines.append("")
         for c in crossovers:
             if c.ssm.startswith(prefix):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmbench import kernels
+from ssmbench.bench.cost import case_flops
 from ssmbench.bench.memory import measure_peak
 from ssmbench.bench.timer import Timing, measure
 from ssmbench.case import Case
@@ -110,4 +111,7 @@ def run_speed_case(case: Case) -> CaseResult:
         metrics += [Metric("peak_mem", "max", peak.peak_bytes, "B"), Metric("peak_mem_delta", "max",
                                                                              peak.delta_bytes, "B")]
     metrics.append(Metric("params", "value", info["params"], "count"))
+    flops = case_flops(model, case.batch, case.seq_len, case.mode)
+    metrics += [Metric("flops", "value", flops, "FLOP"),
+                Metric("achieved_flops", "median", flops / timing.median, "FLOP/s", len(timing.samples))]
     return CaseResult(status="ok", metrics=metrics, info=info)
