@@ -17,7 +17,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_connections
 from pathlib import Path
@@ -304,7 +304,3 @@ def _run_pool(cases: Sequence[Case], envs: Sequence[dict[str, str]],
         for slot in slots:
             if slot.worker is not None:
                 slot.worker.close()
-
-
-def with_timeout(cases: Iterable[Case], timeout_s: float) -> list[Case]:
-    return [replace(c, timeout_s=timeout_s) for c in cases]

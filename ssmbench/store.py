@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,19 +174,3 @@ def finished_cases(root: str | os.PathLike[str]) -> dict[str, str]:
         if t.num_rows:
             out[t.column("case_id")[0].as_py()] = t.column("status")[0].as_py()
     return out
-
-
-def select(df: pd.DataFrame, **equals: Any) -> pd.DataFrame:
-    """Rows where every given column equals the value (a list/tuple value means 'is in')."""
-    mask = pd.Series(True, index=df.index)
-    for col, val in equals.items():
-        mask &= df[col].isin(val) if isinstance(val, (list, tuple, set)) else (df[col] == val)
-    return df[mask]
-
-
-def metric_table(df: pd.DataFrame, metric: str, stats: Iterable[str] = ("median",)) -> pd.DataFrame:
-    """One row per ok case with a column per requested stat of ``metric``."""
-    rows = df[(df.metric == metric) & (df.status == "ok") & (df.stat.isin(list(stats)))]
-    keys = ["case_id", "kind", "model", "backend", "mode", "device", "dtype", "batch", "seq_len", "d_model",
-            "n_layers", "d_state", "params", "task"]
-    return rows.pivot_table(index=keys, columns="stat", values="value", dropna=False).reset_index()
