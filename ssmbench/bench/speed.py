@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ssmbench import kernels
 from ssmbench.bench.cost import case_flops
 from ssmbench.bench.memory import measure_peak
-from ssmbench.bench.timer import Timing, measure
+from ssmbench.bench.timer import Timing, measure, quantile
 from ssmbench.case import Case
 from ssmbench.models import count_params, make_config, match_params
 from ssmbench.registry import MODELS
@@ -61,7 +61,7 @@ def timing_metrics(t: Timing, tokens: int) -> list[Metric]:
         Metric("first_call", "value", t.first_call_s, "s", 1),
     ]
     if t.host_samples:
-        host = sorted(t.host_samples)[len(t.host_samples) // 2]
+        host = quantile(t.host_samples, 0.5)
         out.append(Metric("wall_time", "median", host, "s", n, samples=tuple(t.host_samples)))
         out.append(Metric("launch_bound", "value", float(host > LAUNCH_BOUND_RATIO * t.median), "bool", n))
     return out
