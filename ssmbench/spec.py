@@ -228,3 +228,17 @@ def load_suite(path: str | os.PathLike[str]) -> Suite:
         raise SpecError(f"{path}: no [[sweep]] or [[accuracy]] tables")
     return Suite(name=name, path=str(p), description=meta.get("description", ""), sweeps=sweeps,
                  accuracy=tuple(accuracy_raw), options=meta)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise SpecError("--device cuda requested but torch sees no CUDA device "
+                                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -3,7 +3,7 @@
 Protocol (docs/harness.md §1.4):
 
 - **prefill**: a length-L prompt through each mixer's ``prefill`` (or the step-by-step fallback, see
-  ``ssmbench.generate``), filling a preallocated cache; timed like ``fwd`` (median/IQR), the cache rewound to
+  ``ssmbench.models.inference``), filling a preallocated cache; timed like ``fwd`` (median/IQR), the cache rewound to
   empty before every call (untimed). Time to first token = prefill + the argmax of the last logits.
 - **decode**: one warm-up prefill, one timed prefill (TTFT, a single sample: use ``--mode prefill`` for its
   median), then rounds of K greedy tokens (argmax fed back through a static buffer, cache preallocated for
@@ -31,11 +31,13 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
+from ssmbench.bench.generate import time_tokens
+from ssmbench.bench.measure import LAUNCH_BOUND_RATIO, build_case_model, ran_backend, timing_metrics
 from ssmbench.bench.memory import measure_peak
-from ssmbench.bench.speed import DTYPES, LAUNCH_BOUND_RATIO, build_case_model, ran_backend, timing_metrics
 from ssmbench.bench.timer import Timing, measure
 from ssmbench.case import Case
-from ssmbench.generate import (
+from ssmbench.models.blocks import DTYPES, SequenceModel, tensor_bytes
+from ssmbench.models.inference import (
     CAPTURE_WARMUP_STEPS,
     STEP_LOOP,
     CacheSnapshot,
@@ -43,9 +45,7 @@ from ssmbench.generate import (
     prefill,
     start_decoding,
     summarize_paths,
-    time_tokens,
 )
-from ssmbench.models.blocks import SequenceModel, tensor_bytes
 from ssmbench.store import CaseResult, Metric
 
 MAX_ROUNDS = 50
@@ -230,7 +230,7 @@ def run_decode(case: Case, model: SequenceModel, prompt: torch.Tensor, info: dic
 
 
 def run_decode_case(case: Case) -> CaseResult:
-    """Entry point for modes "prefill" and "decode" (called by ``bench.speed.run_speed_case``)."""
+    """Entry point for modes "prefill" and "decode" (dispatched by ``bench.run.run_speed_case``)."""
     if case.mode not in ("prefill", "decode"):
         raise ValueError(f"mode '{case.mode}' is not an inference mode")
     torch.manual_seed(case.seed)

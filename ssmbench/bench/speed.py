@@ -8,63 +8,16 @@ untimed pass.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ssmbench import kernels
 from ssmbench.bench.cost import case_flops
+from ssmbench.bench.measure import build_case_model, ran_backend, timing_metrics
 from ssmbench.bench.memory import measure_peak
-from ssmbench.bench.timer import Timing, measure, quantile
+from ssmbench.bench.timer import measure
 from ssmbench.case import Case
-from ssmbench.models import count_params, make_config, match_params
-from ssmbench.registry import MODELS
 from ssmbench.store import CaseResult, Metric
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# A case is flagged launch-bound when synchronised wall time exceeds device time by this factor (CUDA only).
-LAUNCH_BOUND_RATIO = 1.5
-
-
-def build_case_model(case: Case) -> tuple[Any, torch.nn.Module, dict[str, Any]]:
-    """(config, model on the case's device/dtype, info) for a case; info has params, d_state, d_model."""
-    opts = dict(case.model_options)
-    config = make_config(case.model, backend=case.backend, d_model=case.d_model, n_layers=case.n_layers,
-                         vocab_size=case.vocab_size, options=opts)
-    if case.match_params and case.model != "transformer":
-        target = count_params(make_config("transformer", d_model=case.d_model, n_layers=case.n_layers,
-                                          vocab_size=case.vocab_size, options=opts))
-        config = match_params(config, target)
-    model = config.build().to(device=case.device, dtype=DTYPES[case.dtype])
-    info = {"params": model.num_params(), "d_state": config.state_dim, "d_model": config.d_model,
-            "n_layers": config.n_layers}
-    return config, model, info
-
-
-def ran_backend(case: Case) -> str:
-    """The backend(s) that actually ran, from the kernels' dispatch record."""
-    ops = MODELS.get(case.model).ops
-    names = [kernels.last_backend(op) or "?" for op in ops]
-    return "+".join(names) if names else "torch"
-
-
-def timing_metrics(t: Timing, tokens: int) -> list[Metric]:
-    n = len(t.samples)
-    out = [
-        Metric("time", "median", t.median, "s", n, samples=tuple(t.samples)),
-        Metric("time", "q25", t.quantile(0.25), "s", n),
-        Metric("time", "q75", t.quantile(0.75), "s", n),
-        Metric("time", "iqr", t.iqr, "s", n),
-        Metric("time", "min", min(t.samples), "s", n),
-        Metric("tokens_per_s", "median", tokens / t.median, "tok/s", n),
-        Metric("first_call", "value", t.first_call_s, "s", 1),
-    ]
-    if t.host_samples:
-        host = quantile(t.host_samples, 0.5)
-        out.append(Metric("wall_time", "median", host, "s", n, samples=tuple(t.host_samples)))
-        out.append(Metric("launch_bound", "value", float(host > LAUNCH_BOUND_RATIO * t.median), "bool", n))
-    return out
 
 
 def make_step(case: Case, model: torch.nn.Module) -> tuple[Callable[[], object], Callable[[], None] | None]:
@@ -92,11 +45,8 @@ def make_step(case: Case, model: torch.nn.Module) -> tuple[Callable[[], object],
     raise ValueError(f"mode '{case.mode}' is not a speed mode here")
 
 
-def run_speed_case(case: Case) -> CaseResult:
-    if case.mode in ("prefill", "decode"):
-        from ssmbench.bench.decode import run_decode_case
-
-        return run_decode_case(case)
+def run_training_mode_case(case: Case) -> CaseResult:
+    """Modes ``fwd`` and ``fwdbwd`` (dispatched by :func:`ssmbench.bench.run.run_speed_case`)."""
     torch.manual_seed(case.seed)
     _, model, info = build_case_model(case)
     step, before = make_step(case, model)

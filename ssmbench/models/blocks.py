@@ -37,6 +37,9 @@ from typing import Any
 import torch
 from torch import nn
 
+# dtype names accepted by --dtype -> torch dtypes
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5) -> None:

@@ -10,11 +10,12 @@ import torch
 
 from ssmbench import store
 from ssmbench.bench.decode import run_decode_case, step_overhead, use_cuda_graphs
-from ssmbench.generate import CacheSnapshot, GreedyDecoder, generate, prefill
+from ssmbench.bench.generate import generate
+from ssmbench.engine.runner import plan_sweep, run_cases
+from ssmbench.engine.worker import execute
 from ssmbench.models import make_config
-from ssmbench.runner import plan_sweep, run_cases
+from ssmbench.models.inference import CacheSnapshot, GreedyDecoder, prefill
 from ssmbench.spec import ModelSpec, SweepSpec
-from ssmbench.worker import execute
 
 K = 4
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from ssmbench.generate import NATIVE, STATELESS, STEP_LOOP, CacheSnapshot, enable_static, mixer_prefill, prefill
 from ssmbench.models import make_config
+from ssmbench.models.inference import NATIVE, STATELESS, STEP_LOOP, CacheSnapshot, enable_static, mixer_prefill, prefill
 from ssmbench.registry import MODELS
 
 NAMES = MODELS.names()

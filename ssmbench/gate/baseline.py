@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ssmbench.calibrate import Calibration
 from ssmbench.case import Case
+from ssmbench.gate.calibrate import Calibration
 from ssmbench.spec import SpecError
 
 BASELINE_FORMAT = 1

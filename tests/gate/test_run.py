@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 import ssmbench
-from ssmbench import check as gate
-from ssmbench.calibrate import Calibration, Normalisation, combine, measure_calibration, normalisation
-from ssmbench.check_baseline import case_key, read_baseline, write_baseline
-from ssmbench.check_report import render_markdown
+from ssmbench.gate import run as gate
+from ssmbench.gate.baseline import case_key, read_baseline, write_baseline
+from ssmbench.gate.calibrate import Calibration, Normalisation, combine, measure_calibration, normalisation
+from ssmbench.gate.summary import render_markdown
 
 # faulty (the hidden test model: an MLP whose `work_factor` adds real compute) and a tiny transformer. The gate
 # thresholds in these tests are loose (50-100%) and the injected slowdown large (x6 compute) because the test

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ssmbench import store
 from ssmbench.case import Case
-from ssmbench.runner import Outcome, ProgressHook, RunSummary, run_cases, select_pending
+from ssmbench.engine.runner import Outcome, ProgressHook, RunSummary, run_cases, select_pending
 from ssmbench.spec import SpecError
 from ssmbench.store import CaseResult
 

@@ -104,7 +104,7 @@ def plot_setting(grp: pd.DataFrame, path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ssmbench.report import ATTENTION_MODELS, format_length
+    from ssmbench.report.common import ATTENTION_MODELS, format_length
 
     extrapolation = _extrapolates(grp)
     panels = sorted(grp.train_len.unique()) if extrapolation else [None]
@@ -151,7 +151,7 @@ def _fmt(x: float, digits: int = 3) -> str:
 
 
 def _markdown(grp: pd.DataFrame, title: str, figure: str) -> list[str]:
-    from ssmbench.report import format_length
+    from ssmbench.report.common import format_length
 
     wide = wide_table(grp)
     lengths = sorted(grp.seq_len.unique())

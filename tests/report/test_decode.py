@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ssmbench import store
-from ssmbench.report import SECTIONS, build_report
-from ssmbench.report_decode import decode_crossovers, decode_section, decode_table
+from ssmbench.report.build import SECTIONS, build_report
+from ssmbench.report.decode import decode_crossovers, decode_section, decode_table
 from ssmbench.store import CaseResult, Metric
 
 LENGTHS = (1024, 2048, 4096, 8192, 16384)
@@ -79,7 +79,7 @@ def test_decode_section_markdown_and_figures(tmp_path, tiny_case):
 
 
 def test_section_is_registered_and_empty_without_decode_rows(tmp_path, tiny_case):
-    assert "ssmbench.report_decode:decode_section" in SECTIONS
+    assert "ssmbench.report.decode:decode_section" in SECTIONS
     fwd = tiny_case(model="mamba", seq_len=64)
     store.write_case(tmp_path / "res", "r", fwd, CaseResult(metrics=[Metric("time", "median", 1.0, "s", 5)],
                                                             info={"backend": "x", "params": 1000}))

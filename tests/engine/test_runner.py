@@ -3,7 +3,7 @@
 from dataclasses import replace
 
 from ssmbench import store
-from ssmbench.runner import plan_sweep, run_cases, select_pending
+from ssmbench.engine.runner import plan_sweep, run_cases, select_pending
 from ssmbench.spec import SweepSpec, parse_models
 
 
@@ -79,3 +79,10 @@ def test_in_process_matches_worker_fields(tmp_path, tiny_case):
     assert {("time", "median"), ("time", "q25"), ("time", "q75"), ("tokens_per_s", "median"),
             ("first_call", "value"), ("params", "value")} <= metrics
     assert o.result.info["backend"] != "auto"
+
+
+def test_run_records_the_workers_thread_count(tmp_path, tiny_case):
+    # the parent runs with torch's default threads; the worker measured with --threads 1
+    run_cases([tiny_case(threads=1)], tmp_path)
+    runs = store.load_runs(tmp_path)
+    assert list(runs.torch_threads) == ["1"]

@@ -3,7 +3,8 @@ import math
 import pytest
 
 from ssmbench import store
-from ssmbench.report import build_report, find_crossover, fit_exponent, format_length
+from ssmbench.report.build import build_report
+from ssmbench.report.common import find_crossover, fit_exponent, format_length
 from ssmbench.store import CaseResult, Metric
 
 

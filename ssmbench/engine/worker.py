@@ -16,8 +16,8 @@ from ssmbench.store import CaseResult, Metric
 
 # case.kind -> "module:function" taking a Case and returning a CaseResult
 EXECUTORS = {
-    "speed": "ssmbench.bench.speed:run_speed_case",
-    "accuracy": "ssmbench.train:run_accuracy_case",
+    "speed": "ssmbench.bench.run:run_speed_case",
+    "accuracy": "ssmbench.train.loop:run_accuracy_case",
 }
 
 _OOM_MARKERS = ("out of memory", "cannot allocate memory", "defaultcpuallocator: can't allocate")
@@ -112,7 +112,7 @@ def worker_main(recv_conn: Connection, send_conn: Connection) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """Entry point of the worker process: ``python -m ssmbench.worker READ_FD WRITE_FD``."""
+    """Entry point of the worker process: ``python -m ssmbench.engine.worker READ_FD WRITE_FD``."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it kills us

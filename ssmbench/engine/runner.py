@@ -24,26 +24,10 @@ from pathlib import Path
 
 from ssmbench import store
 from ssmbench.case import Case
-from ssmbench.spec import SweepSpec
+from ssmbench.spec import SweepSpec, resolve_device
 from ssmbench.store import CaseResult
 
 _SIGNAL_NAMES = {s.value: s.name for s in signal.Signals}
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        if device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                from ssmbench.spec import SpecError
-
-                raise SpecError("--device cuda requested but torch sees no CUDA device "
-                                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def plan_sweep(spec: SweepSpec) -> list[Case]:
@@ -83,17 +67,17 @@ def check_backends_available(cases: Iterable[Case]) -> None:
 
 
 class WorkerProcess:
-    """A persistent worker: ``python -m ssmbench.worker`` talking over two pipes.
+    """A persistent worker: ``python -m ssmbench.engine.worker`` talking over two pipes.
 
     A fresh interpreter (not fork, not multiprocessing's spawn) so that no CUDA state is inherited and the
     caller's ``__main__`` is never re-imported.
     """
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, module: str = "ssmbench.engine.worker") -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ssmbench.worker", str(to_child_r), str(from_child_w)],
+            [sys.executable, "-m", module, str(to_child_r), str(from_child_w)],
             pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
             env={**os.environ, **env} if env else None)
         os.close(to_child_r)
@@ -116,7 +100,7 @@ class WorkerProcess:
         except (EOFError, OSError):
             self._wait(5)
             return CaseResult(status="error", error=self._death_reason()), True
-        from ssmbench.worker import result_from_dict
+        from ssmbench.engine.worker import result_from_dict
 
         return result_from_dict(reply["result"]), bool(reply["suspect"])
 
@@ -208,6 +192,18 @@ def select_pending(cases: Sequence[Case], root: Path, *, resume: bool, force: bo
 ProgressHook = Callable[[int, int, Case | None, Outcome | None], None]
 
 
+def _measuring_fingerprint(cases: Sequence[Case]) -> dict:
+    """The environment as the workers see it: their torch thread count comes from the cases (``--threads``), not
+    from this parent process."""
+    from ssmbench.env import fingerprint
+
+    info = fingerprint()
+    threads = sorted({c.threads for c in cases if c.threads > 0})
+    if threads and len(threads) == len({c.threads for c in cases}):
+        info["torch_threads"] = ",".join(map(str, threads))
+    return info
+
+
 def run_cases(cases: Iterable[Case], root: str | Path, *, run_id: str | None = None, resume: bool = True,
               force: bool = False, retry_failed: bool = False, command: str = "", suite: str = "",
               on_progress: ProgressHook | None = None, in_process: bool = False,
@@ -225,9 +221,7 @@ def run_cases(cases: Iterable[Case], root: str | Path, *, run_id: str | None = N
     summary = RunSummary(run_id, root, [Outcome(c, CaseResult(status="ok"), 0.0, True) for c in existing])
     if not to_run:
         return summary
-    from ssmbench.env import fingerprint
-
-    store.write_run(root, run_id, fingerprint(), command=command, suite=suite)
+    store.write_run(root, run_id, _measuring_fingerprint(to_run), command=command, suite=suite)
     total = len(to_run)
 
     def finish(case: Case, result: CaseResult, started: float) -> None:
@@ -235,7 +229,7 @@ def run_cases(cases: Iterable[Case], root: str | Path, *, run_id: str | None = N
         summary.outcomes.append(Outcome(case, result, time.perf_counter() - started))
 
     if in_process:
-        from ssmbench.worker import execute
+        from ssmbench.engine.worker import execute
 
         for i, case in enumerate(to_run):
             if on_progress:

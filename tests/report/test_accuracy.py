@@ -10,11 +10,11 @@ import pytest
 
 from ssmbench import store
 from ssmbench.case import Case
-from ssmbench.report import build_report
-from ssmbench.report_accuracy import accuracy_frame, accuracy_section, wide_table
-from ssmbench.runner import run_cases
+from ssmbench.engine.runner import run_cases
+from ssmbench.report.accuracy import accuracy_frame, accuracy_section, wide_table
+from ssmbench.report.build import build_report
 from ssmbench.store import CaseResult, Metric
-from ssmbench.train import plan_accuracy
+from ssmbench.train.plan import plan_accuracy
 
 
 @pytest.fixture(scope="module")

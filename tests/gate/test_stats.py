@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from ssmbench.check_stats import (
+from ssmbench.gate.stats import (
     Comparison,
     compare_paired,
     compare_unpaired,

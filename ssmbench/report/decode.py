@@ -7,7 +7,7 @@ Adds, per (device, dtype, d_model, n_layers):
   batch size and CUDA-graph setting), the fitted exponent of latency vs L (``report.fit_exponent``);
 - tables: latency vs context, cache/state size vs context, and generation throughput (tokens/s, p50/p90/p99,
   TTFT, prefill time, step overhead).
-Registered in ``report.SECTIONS`` as ``ssmbench.report_decode:decode_section``.
+Registered in ``report.SECTIONS`` as ``ssmbench.report.decode:decode_section``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ssmbench.report import (
+from ssmbench.report.common import (
     ATTENTION_MODELS,
     crossovers_vs_attention,
     fit_exponent,

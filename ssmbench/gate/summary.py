@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ssmbench.check import CheckResult
+from ssmbench.gate.run import CheckResult
 
 _MARKS = {"regression": "❌ regression", "failed": "💥 failed", "unsure": "❔ unsure", "faster": "🚀 faster",
           "ok": "✅ ok", "new": "➕ new"}
@@ -16,7 +16,7 @@ def summary_rows(result: CheckResult) -> list[dict[str, str]]:
     """One row of display strings per case (the CLI's rich table and the Markdown summary share them)."""
     from statistics import median
 
-    from ssmbench.report import format_seconds
+    from ssmbench.report.common import format_seconds
 
     rows = []
     for c in result.cases:

@@ -22,20 +22,18 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ssmbench import check_stats
-from ssmbench.calibrate import Calibration, Normalisation, combine, measure_calibration, normalisation
 from ssmbench.case import Case
-from ssmbench.check_baseline import case_key, check_compatible, read_baseline, write_baseline
+from ssmbench.gate import stats as check_stats
+from ssmbench.gate.baseline import case_key, check_compatible, read_baseline, write_baseline
+from ssmbench.gate.calibrate import Calibration, Normalisation, combine, measure_calibration, normalisation
+from ssmbench.gate.worktree import git_worktree, worker_module
 from ssmbench.spec import SpecError, Suite
 
 DEFAULT_ROUNDS = 10
@@ -70,7 +68,7 @@ class CheckPlan:
 def plan_check(suite_path: str | os.PathLike[str], *, rounds: int | None = None, threshold: float | None = None,
                alpha: float = 0.01) -> CheckPlan:
     """The suite's speed cases and the gate's settings (CLI value, else the suite's ``[suite]`` value, else default)."""
-    from ssmbench.runner import plan_sweep
+    from ssmbench.engine.runner import plan_sweep
     from ssmbench.spec import load_suite
 
     suite = load_suite(suite_path)
@@ -98,6 +96,7 @@ class Side:
     name: str  # "base" | "head"
     env: dict[str, str] | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    worker_module: str = "ssmbench.engine.worker"
 
     def apply(self, case: Case) -> Case:
         if not self.options:
@@ -126,7 +125,7 @@ def measure_rounds(cases: Sequence[Case], sides: Sequence[Side], rounds: int,
     """``rounds`` x every case x every side, interleaved: round r runs each case on the sides in ABAB order for
     even r and BABA for odd r. A case that fails on any side is not run again. ``probe`` (the calibration) runs
     at the start of every round, so it sees the same stretches of machine load as the cases."""
-    from ssmbench.runner import WorkerProcess
+    from ssmbench.engine.runner import WorkerProcess
 
     out = Measurements()
     workers: dict[str, WorkerProcess] = {}
@@ -144,7 +143,7 @@ def measure_rounds(cases: Sequence[Case], sides: Sequence[Side], rounds: int,
                         continue
                     if on_progress:
                         on_progress(done - 1, total, f"round {r + 1}/{rounds} {side.name}: {case.label()}")
-                    worker = workers.get(side.name) or WorkerProcess(env=side.env)
+                    worker = workers.get(side.name) or WorkerProcess(env=side.env, module=side.worker_module)
                     workers[side.name] = worker
                     result, restart = worker.run(side.apply(case))
                     if restart:
@@ -353,39 +352,6 @@ def record_baseline(plan: CheckPlan, path: str | os.PathLike[str], *, command: s
 # ------------------------------------------------------------------------------------------------ --against REF
 
 
-def _git(args: list[str], cwd: str | os.PathLike[str]) -> str:
-    r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SpecError(f"git {' '.join(args)} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
-    return r.stdout.strip()
-
-
-@contextmanager
-def git_worktree(ref: str, repo: str | os.PathLike[str] = ".") -> Iterator[tuple[Path, str]]:
-    """Check ``ref`` out in a temporary detached worktree; yield (its path, the commit sha); always remove it."""
-    try:
-        root = _git(["rev-parse", "--show-toplevel"], repo)
-    except (SpecError, OSError):
-        raise SpecError(f"--against needs a git checkout; '{Path(repo).resolve()}' is not inside one") from None
-    try:
-        sha = _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], root)
-    except SpecError:
-        raise SpecError(f"unknown git ref '{ref}' in {root}") from None
-    tmp = Path(tempfile.mkdtemp(prefix="ssmbench-against-"))
-    tree = tmp / "src"
-    _git(["worktree", "add", "--detach", str(tree), sha], root)
-    try:
-        if not (tree / "ssmbench" / "worker.py").is_file():
-            raise SpecError(f"ref '{ref}' ({sha[:12]}) has no ssmbench/worker.py: it predates the runner")
-        yield tree, sha
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, capture_output=True)
-        subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True)
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def run_against_ref(plan: CheckPlan, ref: str, *, inject: tuple[tuple[str, Any], ...] = (), remeasure: bool = True,
                     repo: str | os.PathLike[str] = ".", on_progress: Progress | None = None) -> CheckResult:
     """Measure ``ref`` (in a worktree) and the working tree interleaved in this job; paired statistics."""
@@ -394,7 +360,8 @@ def run_against_ref(plan: CheckPlan, ref: str, *, inject: tuple[tuple[str, Any],
     with git_worktree(ref, repo) as (tree, sha):
         pythonpath = os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH", "")) if p)
         # PYTHONSAFEPATH: ``python -m`` must not put the caller's directory (maybe the head checkout) first
-        base = Side("base", env={"PYTHONPATH": pythonpath, "PYTHONSAFEPATH": "1"})
+        base = Side("base", env={"PYTHONPATH": pythonpath, "PYTHONSAFEPATH": "1"},
+                    worker_module=worker_module(tree) or "ssmbench.engine.worker")
         head = Side("head", options=inject)
         meas = measure_rounds(plan.cases, [base, head], plan.rounds, on_progress)
         checks = _collect(plan, meas, lambda key: meas.values.get(("base", key)), paired=True)

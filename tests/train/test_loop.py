@@ -13,17 +13,10 @@ import torch.nn.functional as F
 
 from ssmbench.models import make_config
 from ssmbench.spec import SpecError, load_suite
-from ssmbench.train import (
-    lr_factor,
-    param_groups,
-    plan_accuracy,
-    plan_accuracy_tables,
-    run_accuracy_case,
-    supervised_loss,
-    task_params,
-)
+from ssmbench.train.loop import lr_factor, param_groups, run_accuracy_case, supervised_loss
+from ssmbench.train.plan import plan_accuracy, plan_accuracy_tables, task_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL_ATTN = {"head_dim": 16, "mlp_expand": 0}
 
 
@@ -85,7 +78,7 @@ def test_mamba_trains_deterministically_on_a_tiny_case():
 
 
 def test_an_eval_length_that_runs_out_of_memory_is_skipped_not_fatal(monkeypatch):
-    import ssmbench.train as train
+    import ssmbench.train.loop as train
 
     real = train.evaluate
 
@@ -223,9 +216,9 @@ SUITES = ["copying", "selective_copying", "selective_recall", "induction"]
 
 @pytest.mark.parametrize("name", SUITES + [f"{s}_gpu" for s in SUITES])
 def test_shipped_suites_plan(name, monkeypatch):
-    import ssmbench.runner
+    import ssmbench.spec
 
-    monkeypatch.setattr(ssmbench.runner, "resolve_device", lambda d: "cuda" if d == "cuda" else "cpu")
+    monkeypatch.setattr(ssmbench.spec, "resolve_device", lambda d: "cuda" if d == "cuda" else "cpu")
     suite = load_suite(ROOT / "tasks" / f"{name}.toml")
     cases = plan_accuracy_tables(suite.accuracy, where=name)
     assert cases and all(c.kind == "accuracy" for c in cases)

@@ -1,8 +1,8 @@
 import pytest
 
 from ssmbench import store
-from ssmbench.executors import SlurmOptions, run_with_executor
-from ssmbench.runner import run_cases
+from ssmbench.engine.executors import SlurmOptions, run_with_executor
+from ssmbench.engine.runner import run_cases
 from ssmbench.spec import SpecError
 
 

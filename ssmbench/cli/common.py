@@ -1,0 +1,151 @@
+"""What the commands share: consoles, the results-directory option, --option parsing, running cases with progress."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from ssmbench.spec import SpecError
+
+console = Console()
+err_console = Console(stderr=True)
+
+ResultsDir = Annotated[Path, typer.Option("--out", "-o", "--results", "-r",
+                                          help="Results directory (Parquet dataset).")]
+
+
+def parse_options(pairs: list[str] | None) -> tuple[tuple[str, Any], ...]:
+    """--option d_state=32 --option expand=1 -> (("d_state", 32), ("expand", 1)); values parsed as TOML."""
+    import tomllib
+
+    out = []
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"bad --option '{pair}': expected KEY=VALUE, e.g. --option d_state=32")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()  # a bare word such as a backend or init name
+        out.append((key.strip(), value))
+    return tuple(sorted(out))
+
+
+def run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retry_failed: bool, command: str,
+                       suite: str = "", in_process: bool = False, executor: str = "local", gpus: int | None = None,
+                       slurm=None):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from ssmbench.engine.executors import run_with_executor
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console,
+                        transient=False)
+    task_id = progress.add_task("planning", total=None)
+
+    def on_progress(done: int, total: int, case, last) -> None:
+        if last is not None:
+            print_outcome(progress.console, last)
+        progress.update(task_id, completed=done, total=total,
+                        description=case.label() if case is not None else "done")
+
+    try:
+        with progress:
+            kw = {"command": command, "suite": suite, "in_process": in_process} if executor != "slurm" else {}
+            summary = run_with_executor(cases, out, executor, gpus=gpus, slurm=slurm, force=force, resume=resume,
+                                        retry_failed=retry_failed, on_progress=on_progress, **kw)
+    except KeyboardInterrupt:
+        from ssmbench.store import finished_cases
+
+        done = len(finished_cases(out))
+        err_console.print(f"interrupted: {done} finished case(s) are saved in {out}; run the same command again "
+                          "to resume")
+        raise typer.Exit(130) from None
+    skipped = len(summary.outcomes) - len(summary.executed)
+    if skipped:
+        err_console.print(f"[dim]{skipped} finished case(s) already in {out} were skipped "
+                          "(--force re-runs them, --retry-failed re-runs failures).[/dim]")
+    return summary
+
+
+def print_outcome(con: Console, outcome) -> None:
+    r = outcome.result
+    if r.status == "ok":
+        med = next((m.value for m in (r.metrics or []) if m.metric == "time" and m.stat == "median"), None)
+        acc = next((m.value for m in (r.metrics or []) if m.metric == "accuracy" and m.stat == "train_len"), None)
+        detail = f"{med * 1e3:.3g} ms" if med is not None else (f"acc {acc:.3f}" if acc is not None else "")
+        con.print(f"[green]✓[/green] {outcome.case.label()}  {detail}  [dim]({outcome.seconds:.1f} s)[/dim]")
+    else:
+        con.print(f"[red]✗ {r.status}[/red] {outcome.case.label()}: {r.error}")
+
+
+def summary_table(summary) -> None:
+    from rich.table import Table
+
+    from ssmbench.report.common import format_bytes, format_seconds
+
+    table = Table(title=f"run {summary.run_id}", show_lines=False)
+    for col in ("model", "backend", "mode", "L", "batch", "status", "median time / accuracy", "tokens/s",
+                "peak mem"):
+        table.add_column(col, justify="left" if col in ("model", "backend", "mode", "status") else "right")
+    for o in summary.executed:
+        metrics = {(m.metric, m.stat): m.value for m in (o.result.metrics or [])}
+        tps = metrics.get(("tokens_per_s", "median"))
+        mem = metrics.get(("peak_mem_delta", "max"), float("nan"))
+        acc = metrics.get(("accuracy", "train_len"))
+        result = f"acc {acc:.3f}" if acc is not None else format_seconds(metrics.get(("time", "median"), float("nan")))
+        status = o.result.status if o.result.status == "ok" else f"[red]{o.result.status}[/red]"
+        backend = (o.result.info or {}).get("backend", o.case.backend)
+        table.add_row(o.case.model, backend, o.case.mode, str(o.case.seq_len), str(o.case.batch), status, result,
+                      f"{tps:,.0f}" if tps else "–", format_bytes(mem))
+    if summary.executed:
+        console.print(table)
+    failed = summary.failed
+    msg = f"{len(summary.executed)} case(s) run, {failed} failed; results in {summary.root}"
+    console.print(("[red]" if failed else "[green]") + msg + ("[/red]" if failed else "[/green]"))
+
+
+def slurm_options(out: Path, partition: str | None, jobs: int, timeout_s: float):
+    from ssmbench.engine.executors import SlurmOptions
+
+    return SlurmOptions(folder=str(out / "slurm"), partition=partition, jobs=jobs,
+                        timeout_min=max(10, int(timeout_s / 60) * 4))
+
+
+def run_sweeps(specs: list, out: Path, *, force: bool, retry_failed: bool, dry_run: bool, in_process: bool,
+                command: str, suite: str = "", extra_cases: list | None = None, executor: str = "local",
+                gpus: int | None = None, slurm=None) -> None:
+    from ssmbench.engine.runner import plan_sweep
+    from ssmbench.spec import check_output_dir
+
+    cases = [c for s in specs for c in plan_sweep(s)] + list(extra_cases or [])
+    if dry_run:
+        for c in cases:
+            console.print(f"{c.case_id}  {c.label()}  device={c.device} dtype={c.dtype}")
+        console.print(f"{len(cases)} case(s)")
+        return
+    check_output_dir(out)
+    from ssmbench.engine.executors import EXECUTORS
+    from ssmbench.engine.runner import check_backends_available
+
+    check_backends_available(cases)
+    if executor not in EXECUTORS:
+        raise SpecError(f"unknown executor '{executor}'; choose from {', '.join(EXECUTORS)}")
+    summary = run_with_progress(cases, out, force=force, resume=True, retry_failed=retry_failed, command=command,
+                                 suite=suite, in_process=in_process, executor=executor, gpus=gpus, slurm=slurm)
+    summary_table(summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+

@@ -1,0 +1,37 @@
+"""``ssmbench run SUITE``: a declarative suite file (its sweep and accuracy tables)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ssmbench.cli.common import ResultsDir, console, run_sweeps, slurm_options
+
+
+def run(
+    suite: Annotated[Path, typer.Argument(help="A suite file, e.g. tasks/quick.toml.")],
+    out: ResultsDir = Path("results"),
+    force: Annotated[bool, typer.Option(help="Re-run cases that already have results.")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="Re-run cases whose stored status is not ok.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="List the planned cases and exit.")] = False,
+    executor: Annotated[str, typer.Option(help="local, local-gpus or slurm.")] = "local",
+    gpus: Annotated[int | None, typer.Option(help="local-gpus: how many GPUs (default all).")] = None,
+    slurm_partition: Annotated[str | None, typer.Option(help="slurm: partition.")] = None,
+    slurm_jobs: Annotated[int, typer.Option(help="slurm: number of array jobs sharing the cases.")] = 4,
+) -> None:
+    """Run a declarative suite file (tasks/*.toml): its sweep and accuracy tables."""
+    from ssmbench.spec import load_suite
+
+    s = load_suite(suite)
+    extra = []
+    if s.accuracy:
+        from ssmbench.train.plan import plan_accuracy_tables
+
+        extra = plan_accuracy_tables(s.accuracy, where=str(suite))
+    console.print(f"[bold]{s.name}[/bold]: {s.description}" if s.description else f"[bold]{s.name}[/bold]")
+    run_sweeps(list(s.sweeps), out, force=force, retry_failed=retry_failed, dry_run=dry_run, in_process=False,
+                command=" ".join(["ssmbench", *sys.argv[1:]]), suite=s.name, extra_cases=extra, executor=executor,
+                gpus=gpus, slurm=slurm_options(out, slurm_partition, slurm_jobs, 600))

@@ -1,0 +1,76 @@
+"""``ssmbench sweep``: time and measure memory over a sweep of sequence lengths."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ssmbench.cli.common import ResultsDir, parse_options, run_sweeps, slurm_options
+from ssmbench.spec import SpecError
+
+
+def sweep(
+    models: Annotated[str, typer.Option("--models", "-m", help="Models, comma-separated, each name[:backend], "
+                                        "e.g. mamba,transformer or mamba:chunked.")],
+    lengths: Annotated[str, typer.Option("--lengths", "-L", help="Lengths: 1k..64k (powers of two) or 512,2k.")]
+    = "256..4k",
+    mode: Annotated[str, typer.Option("--mode", help="fwd, fwdbwd, prefill, decode (comma-separated).")] = "fwd",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16, float16 (CUDA) or float64.")] = "float32",
+    tokens: Annotated[str, typer.Option(help="Tokens per batch: batch = tokens // L.")] = "8k",
+    batch: Annotated[str | None, typer.Option(help="Explicit batch size(s), e.g. 1,8,64 (overrides --tokens).")]
+    = None,
+    d_model: Annotated[int, typer.Option(help="Model width.")] = 256,
+    n_layers: Annotated[int, typer.Option(help="Number of layers.")] = 2,
+    vocab_size: Annotated[int, typer.Option(help="Vocabulary size of the LM head.")] = 256,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Model option KEY=VALUE (repeatable), "
+                                                     "e.g. d_state=32; ignored by families without it.")] = None,
+    match_params: Annotated[bool, typer.Option(help="Size each family to the transformer's parameter count.")]
+    = False,
+    samples: Annotated[int, typer.Option(help="Minimum timed samples per case.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Warm-up calls before timing (the first is timed separately).")] = 2,
+    budget: Annotated[float, typer.Option(help="Keep sampling up to this many seconds per case.")] = 2.0,
+    decode_tokens: Annotated[int, typer.Option(help="decode mode: tokens generated per sample.")] = 32,
+    timeout: Annotated[float, typer.Option(help="Seconds before a case is killed and recorded as timeout.")] = 600,
+    threads: Annotated[int, typer.Option(help="torch CPU threads in the worker (0 = all cores).")] = 0,
+    out: ResultsDir = Path("results"),
+    force: Annotated[bool, typer.Option(help="Re-run cases that already have results.")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="Re-run cases whose stored status is not ok.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="List the planned cases and exit.")] = False,
+    in_process: Annotated[bool, typer.Option(help="Run cases in this process (debugging; no isolation).")] = False,
+    executor: Annotated[str, typer.Option(help="local (one worker), local-gpus (one worker per GPU) or slurm "
+                                          "(submitit jobs).")] = "local",
+    gpus: Annotated[int | None, typer.Option(help="local-gpus: how many GPUs (default all).")] = None,
+    slurm_partition: Annotated[str | None, typer.Option(help="slurm: partition.")] = None,
+    slurm_jobs: Annotated[int, typer.Option(help="slurm: number of array jobs sharing the cases.")] = 4,
+) -> None:
+    """Time and measure memory of models over a sweep of sequence lengths."""
+    from ssmbench.spec import (
+        SweepSpec,
+        check_device_dtype,
+        parse_int_list,
+        parse_lengths,
+        parse_models,
+        parse_modes,
+        parse_size,
+    )
+
+    check_device_dtype(device, dtype)
+    for name, value in (("--samples", samples), ("--d-model", d_model), ("--n-layers", n_layers),
+                        ("--vocab-size", vocab_size), ("--decode-tokens", decode_tokens)):
+        if value < 1:
+            raise SpecError(f"{name} must be >= 1 (got {value})")
+    if timeout <= 0 or budget < 0 or warmup < 0 or threads < 0:
+        raise SpecError("--timeout must be > 0; --budget, --warmup and --threads must be >= 0")
+    spec = SweepSpec(models=parse_models(models), lengths=parse_lengths(lengths), modes=parse_modes(mode),
+                     device=device, dtype=dtype, tokens=parse_size(tokens, "token count"),
+                     batches=parse_int_list(batch, "batch") if batch else (), d_model=d_model, n_layers=n_layers,
+                     vocab_size=vocab_size, model_options=parse_options(option), match_params=match_params,
+                     warmup=warmup, samples=samples, budget_s=budget, decode_tokens=decode_tokens,
+                     timeout_s=timeout, threads=threads)
+    run_sweeps([spec], out, force=force, retry_failed=retry_failed, dry_run=dry_run, in_process=in_process,
+                command=" ".join(["ssmbench", *sys.argv[1:]]), executor=executor, gpus=gpus,
+                slurm=slurm_options(out, slurm_partition, slurm_jobs, timeout))

@@ -1,0 +1,120 @@
+"""Helpers every report section shares: number formatting, exponent fits and crossover detection."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+ATTENTION_MODELS = ("transformer",)
+@dataclass(frozen=True)
+class Crossover:
+    ssm: str
+    attention: str
+    length: float | None  # interpolated L where the SSM becomes faster, None if it never/always is
+    relation: str  # "at" (faster from length on) | "below" (only below it) | "always_faster" | "never_faster" | "mixed"
+    faster_at: tuple[float, ...] = ()  # "mixed": the lengths where the SSM was faster
+
+    def describe(self) -> str:
+        if self.relation == "at" and self.length is not None:
+            return f"{self.ssm} is faster than {self.attention} from L ≈ {format_length(self.length)}"
+        if self.relation == "below" and self.length is not None:
+            return f"{self.ssm} is faster than {self.attention} only below L ≈ {format_length(self.length)}"
+        if self.relation == "mixed":
+            where = ", ".join(format_length(x) for x in self.faster_at)
+            return (f"{self.ssm} and {self.attention} cross more than once (close costs or noise); "
+                    f"the SSM is faster only at L = {where}")
+        if self.relation == "always_faster":
+            return f"{self.ssm} is faster than {self.attention} at every measured length"
+        return f"{self.ssm} is slower than {self.attention} at every measured length"
+
+
+def format_length(n: float) -> str:
+    if n >= 1024 and abs(n / 1024 - round(n / 1024)) < 0.05:
+        return f"{round(n / 1024)}k"
+    if n >= 1024:
+        return f"{n / 1024:.1f}k"
+    return f"{n:.0f}"
+
+
+def format_seconds(s: float) -> str:
+    if not math.isfinite(s):
+        return "–"
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} µs"
+
+
+def format_bytes(b: float) -> str:
+    if not math.isfinite(b):
+        return "–"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(b) < 1024 or unit == "GiB":
+            return f"{b:.3g} {unit}" if unit != "B" else f"{b:.0f} B"
+        b /= 1024
+    return f"{b:.3g} GiB"
+
+
+def fit_exponent(lengths: Sequence[float], times: Sequence[float], last: int = 3) -> float:
+    """Slope of log(time) vs log(L) over the last ``last`` points (NaN with fewer than two)."""
+    pts = [(x, y) for x, y in zip(lengths, times, strict=True) if x > 0 and y > 0 and math.isfinite(y)]
+    pts = sorted(pts)[-last:]
+    if len(pts) < 2:
+        return float("nan")
+    x = np.log([p[0] for p in pts])
+    y = np.log([p[1] for p in pts])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def find_crossover(lengths: Sequence[float], t_ssm: Sequence[float], t_attn: Sequence[float],
+                   ssm: str = "ssm", attention: str = "attention") -> Crossover:
+    """Where the SSM overtakes attention: the last sign change of log(t_ssm / t_attn), interpolated in log-log."""
+    pts = sorted((x, a, b) for x, a, b in zip(lengths, t_ssm, t_attn, strict=True) if a > 0 and b > 0)
+    if not pts:
+        return Crossover(ssm, attention, None, "never_faster")
+    log_ratio = [math.log(a / b) for _, a, b in pts]
+    if all(r < 0 for r in log_ratio):
+        return Crossover(ssm, attention, None, "always_faster")
+    if all(r >= 0 for r in log_ratio):
+        return Crossover(ssm, attention, None, "never_faster")
+    faster = [r < 0 for r in log_ratio]
+    if not faster[-1] and sum(a != b for a, b in itertools.pairwise(faster)) > 1:
+        # slower at the longest length after winning somewhere in between: no single L* describes it
+        return Crossover(ssm, attention, None, "mixed", tuple(x for (x, _, _), f in zip(pts, faster, strict=True)
+                                                              if f))
+    if log_ratio[-1] >= 0:  # faster at short lengths only: where it stops winning, from the last sign change
+        i = max(k for k, r in enumerate(log_ratio) if r < 0)
+        relation = "below"
+    else:  # last index where the SSM is not faster; it wins from the next point on
+        i = max(k for k, r in enumerate(log_ratio) if r >= 0)
+        relation = "at"
+    (x0, r0), (x1, r1) = (pts[i][0], log_ratio[i]), (pts[i + 1][0], log_ratio[i + 1])
+    frac = r0 / (r0 - r1)
+    length = math.exp(math.log(x0) + frac * (math.log(x1) - math.log(x0)))
+    return Crossover(ssm, attention, length, relation)
+
+
+def _series_label(model: str, backend: str) -> str:
+    return f"{model} ({backend})"
+
+
+def crossovers_vs_attention(series: dict[tuple[str, str], pd.DataFrame], column: str,
+                            label: Callable[[str, str], str]) -> list[Crossover]:
+    """Each non-attention series of {(model, backend): rows by seq_len} against each attention series on ``column``."""
+    attn = [(k, g) for k, g in series.items() if k[0] in ATTENTION_MODELS]
+    out = []
+    for (m, b), g in series.items():
+        if m in ATTENTION_MODELS:
+            continue
+        for (am, ab), ag in attn:
+            both = g.merge(ag, on="seq_len", suffixes=("", "_attn"))
+            if not both.empty:
+                out.append(find_crossover(both.seq_len, both[column], both[f"{column}_attn"], label(m, b),
+                                          _series_label(am, ab)))
+    return out
