@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from ssmbench import kernels
 from ssmbench.kernels import BackendUnavailable
 from ssmbench.kernels.mamba2 import chunked as chunked_mod
+from ssmbench.kernels.mamba2 import compiled as compiled_ssd_mod
 from ssmbench.kernels.mamba2.chunked import ssd_chunked, stable_segsum
+from ssmbench.kernels.mamba2.minimal import ssd_minimal
 from ssmbench.kernels.mamba2.reference import ssd_ref
 
 F64 = {"rtol": 1e-9, "atol": 1e-10}
@@ -197,17 +199,78 @@ def test_inputs_are_validated() -> None:
 
 def test_backend_listing_and_auto_dispatch_on_cpu() -> None:
     status = {s.name: s for s in kernels.backends("ssd", "cpu")}
-    assert set(status) == {"reference", "chunked", "triton", "mamba_ssm", "fla"}
-    assert status["chunked"].available and status["reference"].available
+    assert set(status) == {"reference", "chunked", "compiled", "minimal", "triton", "mamba_ssm", "fla"}
+    assert status["chunked"].available and status["reference"].available and status["minimal"].available
     for name in ("triton", "mamba_ssm", "fla"):  # CUDA-only: unavailable on CPU, with a reason
         assert not status[name].available and status[name].reason
-    assert kernels.dispatch("ssd", "auto", "cpu")[0] == "chunked"
+    fastest = "compiled" if status["compiled"].available else "chunked"
+    assert kernels.dispatch("ssd", "auto", "cpu")[0] == fastest
     args = make_inputs(1, 9, 4, 3, 2, 5, D="h")
     y = kernels.ssd(**args, chunk_size=4)
-    assert kernels.last_backend("ssd") == "chunked"
+    assert kernels.last_backend("ssd") == fastest
     torch.testing.assert_close(y, kernels.ssd(**args, chunk_size=4, backend="reference"), **F64)
     with pytest.raises(BackendUnavailable, match="mamba_ssm"):
         kernels.ssd(**args, chunk_size=4, backend="mamba_ssm")
+
+
+# ---- the paper's minimal SSD (the peer backend) -------------------------------------------------------------------
+@pytest.mark.parametrize("length", [1, 2 * Q + 3, 3 * Q], ids=["L1", "2Q+3", "3Q"])
+def test_minimal_matches_reference(length: int) -> None:
+    args = make_inputs(2, length, 4, 3, 2, 5, seed=14, **OPTION_SETS["all"])
+    assert_same(run(ssd_minimal, args, Q), run(ssd_ref, args, Q), F64)
+
+
+# ---- compiled C++ recurrence (CPU) ----------------------------------------------------------------------------------
+@pytest.fixture
+def compiled_ssd():
+    if (reason := compiled_ssd_mod.probe()) is not None:
+        pytest.skip(reason)
+    return compiled_ssd_mod.ssd_compiled
+
+
+# 70 steps cross the kernel's 32-step time blocks; p and n of 3/5 (padded to one tile), 20 (two state-row tiles
+# after padding) and 64 (whole tiles, no padding).
+COMPILED_SHAPES = {"L1-p3-n5": (1, 3, 5), "L7": (7, 3, 5), "Q+1": (Q + 1, 3, 5), "L70-p20-n20": (70, 20, 20),
+                   "L33-p64-n64": (33, 64, 64)}
+
+
+@pytest.mark.parametrize("g", [1, 2], ids=lambda g: f"g{g}")
+@pytest.mark.parametrize("shape", COMPILED_SHAPES.values(), ids=COMPILED_SHAPES.keys())
+def test_compiled_matches_reference(compiled_ssd, shape: tuple, g: int) -> None:
+    length, p, n = shape
+    for options in ("plain", "all", "Dhp-z"):
+        args = make_inputs(2, length, 4, p, g, n, seed=15, **OPTION_SETS[options])
+        assert_same(run(compiled_ssd, args, Q, with_grad=False), run(ssd_ref, args, Q, with_grad=False), F64)
+
+
+def test_compiled_gradients(compiled_ssd) -> None:
+    # With gradients the call runs the chunked path: same function, exact gradients.
+    args = make_inputs(2, 2 * Q + 3, 4, 3, 2, 5, seed=16, **OPTION_SETS["all"])
+    assert_same(run(compiled_ssd, args, Q), run(ssd_ref, args, Q), F64)
+
+
+def test_compiled_rescales_strong_decay(compiled_ssd) -> None:
+    # The kernel keeps S / (a_1 ... a_t) and rescales when that product leaves [1e-150, 1e150] (float64): decays
+    # of e^-20..e^-60 per step trigger it every few steps, and a step of e^-1000 underflows the decay to 0.
+    args = make_inputs(1, 70, 4, 3, 2, 5, seed=17, **OPTION_SETS["init"])
+    args["A"] = torch.tensor([-20.0, -60.0, -1e-3, 0.0], dtype=torch.float64)
+    args["dt"] = torch.ones_like(args["dt"])
+    args["dt"][0, 40, 2] = 1e6
+    assert_same(run(compiled_ssd, args, Q, with_grad=False), run(ssd_ref, args, Q, with_grad=False), F64)
+    args32 = as_dtype(args, torch.float32)  # float32 rescales at 1e-18
+    y, final, _ = run(ssd_ref, args, Q, with_grad=False)
+    assert_same(run(compiled_ssd, args32, Q, with_grad=False), (y.float(), final, {}), F32)
+
+
+def test_compiled_float32_and_bf16(compiled_ssd) -> None:
+    args = make_inputs(1, 100, 4, 64, 1, 64, seed=18, **OPTION_SETS["all"])
+    y, final, _ = run(ssd_ref, args, Q, with_grad=False)
+    got = run(compiled_ssd, as_dtype(args, torch.float32), Q, with_grad=False)
+    assert got[0].dtype == torch.float32
+    assert_same(got, (y.float(), final, {}), F32)
+    y16 = compiled_ssd(**as_dtype(args, torch.bfloat16), chunk_size=Q)
+    assert y16.dtype == torch.bfloat16
+    assert ((y16.double() - y).norm() / y.norm()).item() < 2e-2
 
 
 def fake_chunk_simple_gla(q, k, v, g=None, scale=None, initial_state=None, output_final_state=False):

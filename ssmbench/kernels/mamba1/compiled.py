@@ -5,9 +5,7 @@ n-loop innermost and a vectorised polynomial exp. The backward re-runs the recur
 time from state checkpoints saved by the forward ((b, d, ceil(l/64), n), 1/64 of the full state history), so
 nothing of size (b, d, l, n) is ever stored.
 
-Build: ``torch.utils.cpp_extension.load`` (ninja + the system C++ compiler, ``-O3 -march=native -fopenmp``)
-into ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/ssmbench/torch_extensions``, under a name hashed from the
-source, the flags and the CPU's feature flags (a ``-march=native`` binary must not be reused on another CPU).
+Build: see ``ssmbench/kernels/_cpp.py`` (``-O3 -march=native -fopenmp``, cached per source, flags and CPU).
 The kernel exposes a plain C ABI called through ctypes rather than a pybind module: without torch headers a
 cold build takes ~5 s instead of ~45 s, and a later process loads the cached library in milliseconds.
 Anything that stops the build (no compiler, no ninja, a compile error) makes :func:`probe` return the reason.
@@ -16,72 +14,23 @@ Anything that stops the build (no compiler, no ninja, a compile error) makes :fu
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import sys
 from functools import cache
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ssmbench.kernels import _cpp
 from ssmbench.kernels.mamba1._common import as_groups, check_inputs, compute_dtype
 
 _SOURCE = Path(__file__).with_name("cpu_scan.cpp")
-_CFLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=fast", "-Wno-psabi")
-_LDFLAGS = ("-fopenmp",)
 _SPECIALISED_N = (4, 8, 16, 32, 64)  # the compile-time state sizes in cpu_scan.cpp's dispatch_n
 CHECKPOINT_EVERY = 64  # steps between saved states; backward recomputes one such chunk at a time
-
-
-def build_root() -> Path:
-    env = os.environ.get("TORCH_EXTENSIONS_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "ssmbench" / "torch_extensions"
-
-
-def _cpu_fingerprint() -> str:
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags = line
-                break
-    except OSError:
-        flags = platform.processor()
-    return f"{platform.machine()} {flags}"
-
-
-def _extension_name() -> str:
-    h = hashlib.sha256()
-    for part in (_SOURCE.read_bytes(), " ".join(_CFLAGS + _LDFLAGS).encode(), _cpu_fingerprint().encode(),
-                 os.environ.get("CXX", "c++").encode()):
-        h.update(part)
-    return f"ssmbench_cpu_scan_{h.hexdigest()[:12]}"
+build_root = _cpp.build_root
 
 
 def _build(name: str, build_dir: Path) -> None:
-    from torch.utils import cpp_extension
-
-    # The ninja that `pip install ssmbench` brings lives beside this interpreter, which need not be on PATH
-    # (e.g. `.venv/bin/pytest` run without activating the venv).
-    bin_dir = str(Path(sys.executable).parent)
-    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    cxx = os.environ.get("CXX", "c++")
-    if shutil.which(cxx) is None:
-        raise RuntimeError(f"no C++ compiler: '{cxx}' is not on PATH (install g++ or set CXX)")
-    if not cpp_extension.is_ninja_available():
-        raise RuntimeError("ninja is not available (pip install ninja)")
-    build_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        cpp_extension.load(name, sources=[str(_SOURCE)], extra_cflags=list(_CFLAGS), extra_ldflags=list(_LDFLAGS),
-                           build_directory=str(build_dir), is_python_module=False, verbose=False)
-    except Exception as exc:  # keep the compiler's diagnostics ("file:line:col: error: ..."), not the commands
-        lines = str(exc).splitlines()
-        errors = [ln.strip() for ln in lines if "error:" in ln or "fatal" in ln.lower()] or lines[-3:]
-        raise RuntimeError(f"building {_SOURCE.name} in {build_dir} failed: {' | '.join(errors[:3])[:600]}") from exc
+    _cpp.build(_SOURCE, name, build_dir)
 
 
 _PTR, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
@@ -92,12 +41,10 @@ _BWD_ARGS = [_PTR] * 8 + [_INT] + [_I64] * 6 + [_PTR] * 3 + [_PTR] * 8 + [_INT]
 @cache
 def library() -> ctypes.CDLL:
     """The loaded kernel library, built first if no cached build matches this source, flags and CPU."""
-    name = _extension_name()
-    build_dir = build_root() / name
-    so = build_dir / f"{name}.so"
-    # a lock file means another process is building right now: go through load(), which waits for it
-    if not so.exists() or (build_dir / "lock").exists():
-        _build(name, build_dir)
+    name = _cpp.extension_name("ssmbench_cpu_scan", _SOURCE)
+    so, stale = _cpp.library_path(name)
+    if stale:
+        _build(name, so.parent)
     lib = ctypes.CDLL(str(so))
     for suffix in ("f32", "f64"):
         for kind, argtypes in (("fwd", _FWD_ARGS), ("bwd", _BWD_ARGS)):

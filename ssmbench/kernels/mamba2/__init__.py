@@ -1,5 +1,6 @@
-"""Mamba-2 SSD backends (one signature, see ``reference.py``). "auto": CPU → chunked; CUDA → mamba_ssm > triton >
-chunked. ``fla`` is never picked by "auto" (it only runs when asked for, as a cross-check)."""
+"""Mamba-2 SSD backends (one signature, see ``reference.py``). "auto": CPU → compiled > chunked; CUDA → mamba_ssm >
+triton > chunked. ``fla`` and ``minimal`` (the paper's listing, the peer the fast paths are measured against) are
+never picked by "auto"; they run when asked for."""
 
 from ssmbench.kernels._backend import Backend
 
@@ -28,6 +29,12 @@ BACKENDS: tuple[Backend, ...] = (
             description="sequential recurrence over L (the oracle; float64-capable)"),
     Backend("chunked", "ssmbench.kernels.mamba2.chunked:ssd_chunked", priority={"cpu": 2, "cuda": 1},
             description="chunked SSD in PyTorch (stable segsum, CBᵀ per group, blocked for memory)"),
+    Backend("compiled", "ssmbench.kernels.mamba2.compiled:ssd_compiled", devices=("cpu",), priority={"cpu": 3},
+            probe="ssmbench.kernels.mamba2.compiled:probe",
+            description="C++/OpenMP register-blocked recurrence (needs a C++ compiler and ninja); "
+                        "with gradients it runs the chunked path"),
+    Backend("minimal", "ssmbench.kernels.mamba2.minimal:ssd_minimal",
+            description="the Mamba-2 paper's ssd_minimal_discrete (Listing 1), einsum chunks (the peer)"),
     Backend("triton", "ssmbench.kernels.mamba2.triton:ssd_triton", devices=("cuda",), priority={"cuda": 2},
             probe="ssmbench.kernels.mamba2:probe_triton",
             description="Triton chunk pipeline forward; backward recomputes via the chunked path"),
