@@ -102,11 +102,9 @@ def case_args(case: tuple, dtype: torch.dtype = torch.float64) -> dict:
 
 
 @pytest.fixture
-def compiled(monkeypatch: pytest.MonkeyPatch):
-    """The compiled backend with 8-step checkpoints; skipped (with the reason) where it cannot build."""
-    reason = compiled_mod.probe()
-    if reason is not None:
-        pytest.skip(f"compiled backend unavailable: {reason}")
+def compiled(monkeypatch: pytest.MonkeyPatch, require_compiled):
+    """The compiled backend with 8-step checkpoints; a failed build fails (skips only without a toolchain)."""
+    require_compiled(compiled_mod.probe)
     monkeypatch.setattr(compiled_mod, "CHECKPOINT_EVERY", 8)
     return compiled_mod.selective_scan_compiled
 
@@ -149,10 +147,9 @@ def test_chunked_chunk_size_invariance(chunk: int | None) -> None:
     assert_same(run(fn, args), run(selective_scan_ref, args), F64)
 
 
-def test_compiled_default_checkpoints_and_state_sizes() -> None:
+def test_compiled_default_checkpoints_and_state_sizes(require_compiled) -> None:
     """The default 64-step checkpoints over several chunks, with n = 32 (specialised) and n = 33 (padded)."""
-    if (reason := compiled_mod.probe()) is not None:
-        pytest.skip(reason)
+    require_compiled(compiled_mod.probe)
     for n in (32, 33):
         args = make_inputs(1, 2, 150, n, 1, D=True, delta_bias=True, delta_softplus=True)
         assert_same(run(compiled_mod.selective_scan_compiled, args), run(selective_scan_ref, args), F64)
@@ -225,15 +222,22 @@ def fresh_build(monkeypatch: pytest.MonkeyPatch, tmp_path):
     compiled_mod.library.cache_clear()
 
 
-def test_compiled_probe_reports_a_missing_compiler(fresh_build, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_probe_reports_a_missing_compiler(fresh_build, monkeypatch: pytest.MonkeyPatch,
+                                                   require_compiled) -> None:
     monkeypatch.setenv("CXX", "no-such-compiler-ssmbench")
     reason = compiled_mod.probe()
     assert reason is not None and "no C++ compiler" in reason
+    # no toolchain: the compiled tests skip, unless CI's switch demands the compiled backend
+    monkeypatch.delenv("SSMBENCH_REQUIRE_COMPILED", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"no C\+\+ toolchain here"):
+        require_compiled(compiled_mod.probe)
+    monkeypatch.setenv("SSMBENCH_REQUIRE_COMPILED", "1")
+    with pytest.raises(pytest.fail.Exception, match="compiled backend required"):
+        require_compiled(compiled_mod.probe)
 
 
-def test_compiled_probe_reports_a_build_error(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    if compiled_mod.probe() is not None:  # the real (cached) build: is there a working toolchain at all?
-        pytest.skip("no working C++ toolchain")
+def test_compiled_probe_reports_a_build_error(monkeypatch: pytest.MonkeyPatch, tmp_path, require_compiled) -> None:
+    require_compiled(compiled_mod.probe)  # the real (cached) build first: is there a working toolchain at all?
     broken = tmp_path / "broken.cpp"
     broken.write_text("int main( { return 0; }\n")
     monkeypatch.setattr(compiled_mod, "_SOURCE", broken)
@@ -244,12 +248,18 @@ def test_compiled_probe_reports_a_build_error(monkeypatch: pytest.MonkeyPatch, t
     finally:
         compiled_mod.library.cache_clear()
     assert reason is not None and "broken.cpp" in reason and "error:" in reason
+    # ... and with a toolchain present such a build error is a test failure, never a skip
+    monkeypatch.delenv("SSMBENCH_REQUIRE_COMPILED", raising=False)
+    with pytest.raises(pytest.fail.Exception, match=r"does not build although a C\+\+ toolchain exists"):
+        try:
+            require_compiled(compiled_mod.probe)
+        finally:
+            compiled_mod.library.cache_clear()
 
 
-def test_compiled_build_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_build_is_cached(monkeypatch: pytest.MonkeyPatch, require_compiled) -> None:
     """A second start loads the cached library without building (here: building would raise)."""
-    if (reason := compiled_mod.probe()) is not None:
-        pytest.skip(reason)
+    require_compiled(compiled_mod.probe)
     compiled_mod.library.cache_clear()
 
     def no_build(*_: object) -> None:
@@ -263,14 +273,15 @@ def test_compiled_build_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ---- dispatch and validation -------------------------------------------------------------------------------------
-def test_backend_listing_and_auto_dispatch_on_cpu() -> None:
+def test_backend_listing_and_auto_dispatch_on_cpu(require_compiled) -> None:
+    require_compiled(compiled_mod.probe)  # auto must pick the compiled scan, never silently the chunked one
     status = {s.name: s for s in kernels.backends("selective_scan", "cpu")}
     assert {"reference", "chunked", "compiled", "triton", "mamba_ssm"} <= status.keys()
     assert status["reference"].available and status["chunked"].available
     assert not status["triton"].available and status["triton"].reason
     assert not status["mamba_ssm"].available and status["mamba_ssm"].reason
     name, _ = kernels.dispatch("selective_scan", "auto", "cpu")
-    assert name == ("compiled" if status["compiled"].available else "chunked")
+    assert name == "compiled" and status["compiled"].available
     with pytest.raises(BackendUnavailable, match="cuda"):
         kernels.dispatch("selective_scan", "triton", "cpu")
     args = make_inputs(1, 2, 5, 4, None, D=True)

@@ -197,13 +197,14 @@ def test_inputs_are_validated() -> None:
         ssd_chunked(**args, chunk_size=0)
 
 
-def test_backend_listing_and_auto_dispatch_on_cpu() -> None:
+def test_backend_listing_and_auto_dispatch_on_cpu(require_compiled) -> None:
+    require_compiled(compiled_ssd_mod.probe)  # auto must pick the compiled SSD, never silently the chunked one
     status = {s.name: s for s in kernels.backends("ssd", "cpu")}
     assert set(status) == {"reference", "chunked", "compiled", "minimal", "triton", "mamba_ssm", "fla"}
     assert status["chunked"].available and status["reference"].available and status["minimal"].available
     for name in ("triton", "mamba_ssm", "fla"):  # CUDA-only: unavailable on CPU, with a reason
         assert not status[name].available and status[name].reason
-    fastest = "compiled" if status["compiled"].available else "chunked"
+    fastest = "compiled"
     assert kernels.dispatch("ssd", "auto", "cpu")[0] == fastest
     args = make_inputs(1, 9, 4, 3, 2, 5, D="h")
     y = kernels.ssd(**args, chunk_size=4)
@@ -222,9 +223,8 @@ def test_minimal_matches_reference(length: int) -> None:
 
 # ---- compiled C++ recurrence (CPU) ----------------------------------------------------------------------------------
 @pytest.fixture
-def compiled_ssd():
-    if (reason := compiled_ssd_mod.probe()) is not None:
-        pytest.skip(reason)
+def compiled_ssd(require_compiled):
+    require_compiled(compiled_ssd_mod.probe)  # a failed build fails; skips only without a toolchain
     return compiled_ssd_mod.ssd_compiled
 
 
