@@ -1,1 +1,3 @@
-"""Measurement: timing (timer.py), memory (memory.py), speed cases (speed.py)."""
+"""Measuring one case: run.py dispatches by mode to speed.py (fwd, fwdbwd) or decode.py (prefill, decode);
+timer.py, memory.py, cost.py and measure.py are the shared measurement helpers; generate.py backs `ssmbench generate`.
+"""

@@ -53,7 +53,7 @@ def plan_sweep(spec: SweepSpec) -> list[Case]:
 def check_backends_available(cases: Iterable[Case]) -> None:
     """An explicitly requested backend that cannot run on the case's device is a usage error, before any case runs.
 
-    (DESIGN: never a silent fallback; the message names what to install.)
+    (docs/harness.md §2: never a silent fallback; the message names what to install.)
     """
     from ssmbench import kernels
     from ssmbench.registry import MODELS

@@ -1,4 +1,4 @@
-"""Functional kernels with one signature per op and many backends (DESIGN.md "Kernels").
+"""Functional kernels with one signature per op and many backends (docs/kernels.md).
 
 Public API::
 

@@ -1,11 +1,11 @@
 """Backend bookkeeping shared by every kernel op.
 
-Each op folder (``selective_scan/``, ``ssd/``, ...) declares its backends as a tuple of :class:`Backend`
-entries. An entry names its implementation lazily (``"module:function"``) so that importing
+Each op module (``mamba1/``, ``mamba2/``, ``s4/``, ``sdpa.py``, ``conv.py``) declares its backends as a tuple
+of :class:`Backend` entries. An entry names its implementation lazily (``"module:function"``) so that importing
 ``ssmbench.kernels`` never imports Triton or an optional upstream package, and it names an optional
 ``probe`` that says whether the backend can run here and, if not, why.
 
-Dispatch rules (DESIGN.md "Kernels"):
+Dispatch rules (docs/kernels.md):
 - ``backend="auto"`` picks the available backend with the highest priority for the device;
 - an explicitly requested backend that cannot run raises :class:`BackendUnavailable` with the reason,
   never a silent fallback to a slower path.

@@ -11,7 +11,7 @@ Mixers that need the position of the current token (attention) keep it in their 
 ``SequenceModel.step`` runs one token through every block; the decode output equals the parallel forward at
 that position (tested per family in float64).
 
-Optional inference protocol (driven by ``ssmbench/generate.py``; tests/models/test_decode_all.py checks it):
+Optional inference protocol (driven by ``ssmbench/models/inference.py``; tests/models/test_decode_all.py checks it):
 
     prefill(x: (b, l, d_model), cache) -> (b, l, d_model)
         the parallel forward that also leaves ``cache`` (fresh from allocate_inference_cache, or rewound to

@@ -178,7 +178,7 @@ def _markdown(grp: pd.DataFrame, title: str, figure: str) -> list[str]:
 
 
 def accuracy_section(df: pd.DataFrame, out_dir: str | Path) -> tuple[list[str], list[Path]]:
-    """Report section hook (ssmbench.report.SECTIONS): (Markdown lines, figure paths); ([], []) without
+    """Report section hook (ssmbench.report.build.SECTIONS): (Markdown lines, figure paths); ([], []) without
     accuracy results."""
     frame = accuracy_frame(df)
     if frame.empty:

@@ -3,11 +3,11 @@
 Adds, per (device, dtype, d_model, n_layers):
 - a figure: per-token decode latency (p50, p90 band) vs context L on log-log axes — flat for a recurrent SSM,
   rising for attention, whose step reads a KV cache of L positions — and cache/state bytes vs L;
-- the context length beyond which each SSM decodes faster than the transformer (``report.find_crossover``, per
-  batch size and CUDA-graph setting), the fitted exponent of latency vs L (``report.fit_exponent``);
+- the context length beyond which each SSM decodes faster than the transformer (``report.common.find_crossover``, per
+  batch size and CUDA-graph setting), the fitted exponent of latency vs L (``report.common.fit_exponent``);
 - tables: latency vs context, cache/state size vs context, and generation throughput (tokens/s, p50/p90/p99,
   TTFT, prefill time, step overhead).
-Registered in ``report.SECTIONS`` as ``ssmbench.report.decode:decode_section``.
+Registered in ``report.build.SECTIONS`` as ``ssmbench.report.decode:decode_section``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from ssmbench.gate.summary import render_markdown
 
 # faulty (the hidden test model: an MLP whose `work_factor` adds real compute) and a tiny transformer. The gate
 # thresholds in these tests are loose (50-100%) and the injected slowdown large (x6 compute) because the test
-# machine may be shared: they test the plumbing; tests/test_check_stats.py tests the statistics.
+# machine may be shared: they test the plumbing; tests/gate/test_stats.py tests the statistics.
 SUITE = """
 [suite]
 name = "{name}"
