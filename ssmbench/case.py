@@ -13,6 +13,9 @@ from typing import Any
 
 # Fields that do not change what is measured, so they stay out of the case id.
 _NOT_IN_ID = ("timeout_s",)
+# Fields added after results were first stored: left out of the id while at their default, so that adding a field
+# never changes the ids (and so the resumability) of existing results directories.
+_ID_IF_SET = {"search": "", "max_memory": 0}
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,13 @@ class Case:
     task: str = ""  # accuracy cases: the synthetic task
     options: tuple[tuple[str, Any], ...] = field(default=())  # kind-specific options (decode tokens, train steps...)
     timeout_s: float = 600.0
+    search: str = ""  # id of the ``ssmbench crossover`` search this probe belongs to ("" = not a probe)
+    max_memory: int = 0  # bytes the case may allocate beyond the worker's idle footprint (0 = no cap)
 
     @property
     def case_id(self) -> str:
-        payload = {k: v for k, v in asdict(self).items() if k not in _NOT_IN_ID}
+        payload = {k: v for k, v in asdict(self).items()
+                   if k not in _NOT_IN_ID and not (k in _ID_IF_SET and v == _ID_IF_SET[k])}
         return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property

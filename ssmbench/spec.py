@@ -23,6 +23,8 @@ DTYPES = ("float32", "bfloat16", "float16", "float64")
 DEVICES = ("auto", "cpu", "cuda")
 _SUFFIX = {"": 1, "k": 1024, "m": 1024 * 1024}
 _NUMBER = re.compile(r"^(\d+)([km]?)$")
+_BYTES = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)$")
+_BYTE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 
 
 class SpecError(ValueError):
@@ -38,6 +40,32 @@ def parse_size(text: str, what: str = "length") -> int:
     if value <= 0:
         raise SpecError(f"bad {what} '{text}': must be positive")
     return value
+
+
+def parse_bytes(text: str | int, what: str = "--max-memory") -> int:
+    """'3GiB' -> 3·2³⁰, '3GB' -> 3·10⁹, '3g' -> 3·2³⁰ (a bare letter is binary, like 4k lengths), '512' -> bytes."""
+    m = _BYTES.match(str(text).strip().lower())
+    if not m or (m.group(3) == "i" or (m.group(3) and not m.group(2) and m.group(3) != "b")):
+        raise SpecError(f"bad {what} '{text}': expected a size such as 3GiB, 512MiB, 2GB or 3g")
+    number, power, unit = float(m.group(1)), _BYTE_POWERS[m.group(2)], m.group(3)
+    base = 1000 if unit == "b" and power else 1024
+    value = int(number * base**power)
+    if value <= 0:
+        raise SpecError(f"bad {what} '{text}': must be positive")
+    return value
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'2/4' -> (2, 4): this machine runs the second of four shares of the case list (1-based, 1 <= i <= n)."""
+    if text is None or not str(text).strip():
+        return None
+    i_text, sep, n_text = str(text).strip().partition("/")
+    if not sep or not i_text.isdigit() or not n_text.isdigit():
+        raise SpecError(f"bad --shard '{text}': expected I/N, e.g. 1/4 (the first of four shares)")
+    i, n = int(i_text), int(n_text)
+    if not 1 <= i <= n:
+        raise SpecError(f"bad --shard '{text}': need 1 <= I <= N (shares are numbered from 1)")
+    return i, n
 
 
 def parse_lengths(text: str) -> tuple[int, ...]:
@@ -167,6 +195,7 @@ class SweepSpec:
     timeout_s: float = 600.0
     threads: int = 0  # torch CPU threads in the worker; 0 = all cores
     seed: int = 0
+    max_memory: int = 0  # bytes a case may allocate (CPU: address-space limit; CUDA: allocator fraction); 0 = none
     name: str = "sweep"
 
 
@@ -188,6 +217,8 @@ def _coerce_sweep(table: dict[str, Any], where: str) -> SweepSpec:
         if not isinstance(opts, dict):
             raise SpecError(f"{where}: model_options must be a table, e.g. {{ d_state = 32 }}")
         kw["model_options"] = tuple(sorted(opts.items()))
+    if "max_memory" in t:
+        kw["max_memory"] = parse_bytes(t.pop("max_memory"), f"{where}: max_memory")
     kw.update(t)
     spec = SweepSpec(**kw)
     check_device_dtype(spec.device, spec.dtype)

@@ -4,6 +4,14 @@ CUDA: ``reset_peak_memory_stats`` then ``max_memory_allocated`` (allocator peak)
 CPU: peak RSS of the worker process. ``tracemalloc`` cannot see torch tensors, so the kernel's high-water mark
 (VmHWM) is reset by writing 5 to /proc/self/clear_refs and read back after the call. Where that reset is not
 possible the CPU peak is not reported (a stale high-water mark from an earlier case would be a wrong number).
+
+:func:`memory_cap` limits what a case may allocate (``--max-memory``). CPU: the worker's address-space limit
+(RLIMIT_AS) set to its current virtual size plus the cap, so an allocation beyond it fails at once with torch's
+"can't allocate memory" error (an ``oom`` row) instead of pushing a shared machine into swap or the OOM killer.
+Address space, not RSS: the mmap'd libraries and thread stacks are already in the current virtual size, and the
+cap then charges every allocation at its full size when it is made, as a GPU's allocator does (a resident-set
+guard could only kill the process after the memory was already taken). CUDA: the caching allocator's
+per-process fraction of the device memory.
 """
 
 from __future__ import annotations
@@ -11,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-from collections.abc import Callable
+import resource
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,3 +80,35 @@ def measure_peak(fn: Callable[[], object], device: str) -> MemoryPeak | None:
     fn()
     peak = _status_kb("VmHWM") * 1024
     return MemoryPeak(peak, max(0, peak - before), "vmhwm_clear_refs")
+
+
+def virtual_size() -> int:
+    """The process's current address-space size in bytes (VmSize)."""
+    return _status_kb("VmSize") * 1024
+
+
+@contextlib.contextmanager
+def memory_cap(max_bytes: int, device: str) -> Iterator[None]:
+    """Let the code inside allocate at most ``max_bytes`` more (0 = no cap); the previous limit is restored after."""
+    if max_bytes <= 0:
+        yield
+        return
+    if device == "cuda":
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, (torch.cuda.memory_allocated() + max_bytes) / total))
+        try:
+            yield
+        finally:
+            torch.cuda.empty_cache()
+            torch.cuda.set_per_process_memory_fraction(1.0)
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    release_free_heap()
+    limit = virtual_size() + max_bytes
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))  # only the soft limit: it can be raised again after
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

@@ -15,6 +15,12 @@ err_console = Console(stderr=True)
 
 ResultsDir = Annotated[Path, typer.Option("--out", "-o", "--results", "-r",
                                           help="Results directory (Parquet dataset).")]
+Shard = Annotated[str | None, typer.Option(help="Run share I of N of the case list (e.g. 2/4): N machines, one "
+                                           "results directory; the union of the shares is the whole sweep.")]
+MaxMemory = Annotated[str | None, typer.Option(help="Cap each case's memory, e.g. 3GiB (CPU: address-space limit "
+                                               "of the worker; CUDA: allocator fraction). Over it: an oom row.")]
+SkipAfterOom = Annotated[bool, typer.Option(help="After a series runs out of memory, record its longer lengths "
+                                            "as skipped instead of running them.")]
 
 
 def parse_options(pairs: list[str] | None) -> tuple[tuple[str, Any], ...]:
@@ -36,7 +42,7 @@ def parse_options(pairs: list[str] | None) -> tuple[tuple[str, Any], ...]:
 
 def run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retry_failed: bool, command: str,
                        suite: str = "", in_process: bool = False, executor: str = "local", gpus: int | None = None,
-                       slurm=None):
+                       slurm=None, skip_after_oom: bool = True):
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -62,7 +68,8 @@ def run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retr
 
     try:
         with progress:
-            kw = {"command": command, "suite": suite, "in_process": in_process} if executor != "slurm" else {}
+            kw = {"command": command, "suite": suite, "in_process": in_process,
+                  "skip_after_oom": skip_after_oom} if executor != "slurm" else {}
             summary = run_with_executor(cases, out, executor, gpus=gpus, slurm=slurm, force=force, resume=resume,
                                         retry_failed=retry_failed, on_progress=on_progress, **kw)
     except KeyboardInterrupt:
@@ -125,11 +132,18 @@ def slurm_options(out: Path, partition: str | None, jobs: int, timeout_s: float)
 
 def run_sweeps(specs: list, out: Path, *, force: bool, retry_failed: bool, dry_run: bool, in_process: bool,
                 command: str, suite: str = "", extra_cases: list | None = None, executor: str = "local",
-                gpus: int | None = None, slurm=None) -> None:
-    from ssmbench.engine.runner import plan_sweep
-    from ssmbench.spec import check_output_dir
+                gpus: int | None = None, slurm=None, shard: str | None = None, max_memory: str | None = None,
+                skip_after_oom: bool = True) -> None:
+    from dataclasses import replace
 
-    cases = [c for s in specs for c in plan_sweep(s)] + list(extra_cases or [])
+    from ssmbench.engine.runner import plan_sweep, shard_cases
+    from ssmbench.spec import check_output_dir, parse_bytes, parse_shard
+
+    shares = parse_shard(shard)
+    if max_memory is not None:
+        cap = parse_bytes(max_memory)
+        specs = [replace(s, max_memory=cap) for s in specs]
+    cases = shard_cases([c for s in specs for c in plan_sweep(s)] + list(extra_cases or []), shares)
     if dry_run:
         for c in cases:
             console.print(f"{c.case_id}  {c.label()}  device={c.device} dtype={c.dtype}")
@@ -143,7 +157,8 @@ def run_sweeps(specs: list, out: Path, *, force: bool, retry_failed: bool, dry_r
     if executor not in EXECUTORS:
         raise SpecError(f"unknown executor '{executor}'; choose from {', '.join(EXECUTORS)}")
     summary = run_with_progress(cases, out, force=force, resume=True, retry_failed=retry_failed, command=command,
-                                 suite=suite, in_process=in_process, executor=executor, gpus=gpus, slurm=slurm)
+                                 suite=suite, in_process=in_process, executor=executor, gpus=gpus, slurm=slurm,
+                                 skip_after_oom=skip_after_oom)
     summary_table(summary)
     if summary.failed:
         raise typer.Exit(1)

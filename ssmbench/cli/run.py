@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ssmbench.cli.common import ResultsDir, console, run_sweeps, slurm_options
+from ssmbench.cli.common import MaxMemory, ResultsDir, Shard, SkipAfterOom, console, run_sweeps, slurm_options
 
 
 def run(
@@ -21,6 +21,9 @@ def run(
     gpus: Annotated[int | None, typer.Option(help="local-gpus: how many GPUs (default all).")] = None,
     slurm_partition: Annotated[str | None, typer.Option(help="slurm: partition.")] = None,
     slurm_jobs: Annotated[int, typer.Option(help="slurm: number of array jobs sharing the cases.")] = 4,
+    shard: Shard = None,
+    max_memory: MaxMemory = None,
+    skip_after_oom: SkipAfterOom = True,
 ) -> None:
     """Run a declarative suite file (tasks/*.toml): its sweep and accuracy tables."""
     from ssmbench.spec import load_suite
@@ -34,4 +37,5 @@ def run(
     console.print(f"[bold]{s.name}[/bold]: {s.description}" if s.description else f"[bold]{s.name}[/bold]")
     run_sweeps(list(s.sweeps), out, force=force, retry_failed=retry_failed, dry_run=dry_run, in_process=False,
                 command=" ".join(["ssmbench", *sys.argv[1:]]), suite=s.name, extra_cases=extra, executor=executor,
-                gpus=gpus, slurm=slurm_options(out, slurm_partition, slurm_jobs, 600))
+                gpus=gpus, slurm=slurm_options(out, slurm_partition, slurm_jobs, 600), shard=shard,
+                max_memory=max_memory, skip_after_oom=skip_after_oom)

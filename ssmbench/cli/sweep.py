@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ssmbench.cli.common import ResultsDir, parse_options, run_sweeps, slurm_options
+from ssmbench.cli.common import MaxMemory, ResultsDir, Shard, SkipAfterOom, parse_options, run_sweeps, slurm_options
 from ssmbench.spec import SpecError
 
 
@@ -46,6 +46,9 @@ def sweep(
     gpus: Annotated[int | None, typer.Option(help="local-gpus: how many GPUs (default all).")] = None,
     slurm_partition: Annotated[str | None, typer.Option(help="slurm: partition.")] = None,
     slurm_jobs: Annotated[int, typer.Option(help="slurm: number of array jobs sharing the cases.")] = 4,
+    shard: Shard = None,
+    max_memory: MaxMemory = None,
+    skip_after_oom: SkipAfterOom = True,
 ) -> None:
     """Time and measure memory of models over a sweep of sequence lengths."""
     from ssmbench.spec import (
@@ -73,4 +76,5 @@ def sweep(
                      timeout_s=timeout, threads=threads)
     run_sweeps([spec], out, force=force, retry_failed=retry_failed, dry_run=dry_run, in_process=in_process,
                 command=" ".join(["ssmbench", *sys.argv[1:]]), executor=executor, gpus=gpus,
-                slurm=slurm_options(out, slurm_partition, slurm_jobs, timeout))
+                slurm=slurm_options(out, slurm_partition, slurm_jobs, timeout), shard=shard, max_memory=max_memory,
+                skip_after_oom=skip_after_oom)

@@ -46,8 +46,54 @@ def plan_sweep(spec: SweepSpec) -> list[Case]:
                                       model_options=spec.model_options, match_params=spec.match_params,
                                       warmup=spec.warmup, samples=spec.samples, budget_s=spec.budget_s,
                                       threads=spec.threads, seed=spec.seed, options=options,
-                                      timeout_s=spec.timeout_s))
+                                      timeout_s=spec.timeout_s, max_memory=spec.max_memory))
     return cases
+
+
+def shard_cases(cases: Sequence[Case], shard: tuple[int, int] | None) -> list[Case]:
+    """Share ``i`` of ``n`` (1-based) of the de-duplicated case list: every n-th case from the i-th.
+
+    Round-robin over the planned order (short lengths first) gives each share a similar mix of cheap and
+    expensive cases; the shares are disjoint and their union is the whole list, so n machines writing to one
+    results directory produce exactly the unsharded sweep. Deterministic: it depends only on the plan, which
+    depends only on the command line (and the resolved device, so give --device explicitly across machines).
+    """
+    unique = list(dict.fromkeys(cases))
+    if shard is None:
+        return unique
+    index, count = shard
+    return unique[index - 1::count]
+
+
+def series_key(case: Case) -> str:
+    """A case's series: every field but the length (model, backend, mode, dtype, batch, sizes, options...)."""
+    data = {k: v for k, v in dataclasses.asdict(case).items() if k not in ("seq_len", "timeout_s", "search")}
+    return repr(sorted(data.items()))
+
+
+class OomSkipper:
+    """After a series runs out of memory at length L, its longer lengths are not run but recorded as skipped.
+
+    A longer sequence of the same series needs at least as much memory in every family here (activations grow
+    with L at a fixed batch), so running it would only spend minutes to fail the same way.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.oom_at: dict[str, tuple[int, str]] = {}  # series -> (shortest length that ran out of memory, label)
+
+    def record(self, case: Case, result: CaseResult) -> None:
+        if self.enabled and result.status == "oom":
+            key = series_key(case)
+            if key not in self.oom_at or case.seq_len < self.oom_at[key][0]:
+                self.oom_at[key] = (case.seq_len, case.label())
+
+    def skip(self, case: Case) -> CaseResult | None:
+        hit = self.oom_at.get(series_key(case)) if self.enabled else None
+        if hit is None or case.seq_len <= hit[0]:
+            return None
+        return CaseResult(status="skipped", error=f"skipped after OOM: {hit[1]} ran out of memory "
+                                                  "(--no-skip-after-oom runs it anyway)")
 
 
 def check_backends_available(cases: Iterable[Case]) -> None:
@@ -169,7 +215,9 @@ class RunSummary:
 
     @property
     def failed(self) -> int:
-        return sum(1 for o in self.executed if o.result.status not in ("ok", "skipped"))
+        # Under --max-memory running out of memory is the answer being sought (the longest L that fits), not a failure.
+        return sum(1 for o in self.executed if o.result.status not in ("ok", "skipped")
+                   and not (o.result.status == "oom" and o.case.max_memory > 0))
 
 
 def select_pending(cases: Sequence[Case], root: Path, *, resume: bool, force: bool,
@@ -207,13 +255,14 @@ def _measuring_fingerprint(cases: Sequence[Case]) -> dict:
 def run_cases(cases: Iterable[Case], root: str | Path, *, run_id: str | None = None, resume: bool = True,
               force: bool = False, retry_failed: bool = False, command: str = "", suite: str = "",
               on_progress: ProgressHook | None = None, in_process: bool = False,
-              worker_envs: Sequence[dict[str, str]] = ({},)) -> RunSummary:
+              worker_envs: Sequence[dict[str, str]] = ({},), skip_after_oom: bool = True) -> RunSummary:
     """Run ``cases`` and write one part per finished case under ``root``.
 
     ``on_progress(done, total, current_case, last_outcome)`` is called when a case starts and after the last.
     ``worker_envs`` gives one persistent worker per entry, with those environment overrides (``local-gpus``
     passes one ``CUDA_VISIBLE_DEVICES`` per GPU); cases are handed to whichever worker is free.
     ``in_process=True`` runs cases in this process (no isolation; for debugging with pdb).
+    ``skip_after_oom``: see :class:`OomSkipper`.
     """
     root = Path(root)
     run_id = run_id or store.new_run_id()
@@ -224,7 +273,10 @@ def run_cases(cases: Iterable[Case], root: str | Path, *, run_id: str | None = N
     store.write_run(root, run_id, _measuring_fingerprint(to_run), command=command, suite=suite)
     total = len(to_run)
 
+    skipper = OomSkipper(skip_after_oom)
+
     def finish(case: Case, result: CaseResult, started: float) -> None:
+        skipper.record(case, result)
         store.write_case(root, run_id, case, result)
         summary.outcomes.append(Outcome(case, result, time.perf_counter() - started))
 
@@ -235,10 +287,10 @@ def run_cases(cases: Iterable[Case], root: str | Path, *, run_id: str | None = N
             if on_progress:
                 on_progress(i, total, case, summary.outcomes[-1] if summary.executed else None)
             t0 = time.perf_counter()
-            finish(case, execute(case)[0], t0)
+            finish(case, skipper.skip(case) or execute(case)[0], t0)
     else:
         _run_pool(to_run, worker_envs, finish, lambda case: on_progress and on_progress(
-            len(summary.executed), total, case, summary.executed[-1] if summary.executed else None))
+            len(summary.executed), total, case, summary.executed[-1] if summary.executed else None), skipper.skip)
     if on_progress:
         on_progress(total, total, None, summary.executed[-1] if summary.executed else None)
     return summary
@@ -266,16 +318,23 @@ class _Slot:
 
 
 def _run_pool(cases: Sequence[Case], envs: Sequence[dict[str, str]],
-              finish: Callable[[Case, CaseResult, float], None], on_start: Callable[[Case], object]) -> None:
+              finish: Callable[[Case, CaseResult, float], None], on_start: Callable[[Case], object],
+              skip: Callable[[Case], CaseResult | None] = lambda case: None) -> None:
     pending = deque(cases)
     slots = [_Slot(dict(env)) for env in envs]
     try:
         while pending or any(s.case for s in slots):
             for slot in slots:
-                if slot.case is None and pending:
+                while slot.case is None and pending:
                     case = pending.popleft()
                     on_start(case)
+                    skipped = skip(case)
+                    if skipped is not None:  # decided without a worker: record it and take the next case
+                        finish(case, skipped, time.perf_counter())
+                        continue
                     slot.start(case)
+            if not any(s.case for s in slots):
+                continue
             busy = [s for s in slots if s.case is not None]
             now = time.perf_counter()
             wait_s = max(0.0, min(s.started + s.case.timeout_s - now for s in busy))  # type: ignore[union-attr]
