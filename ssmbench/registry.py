@@ -4,8 +4,10 @@ An entry names its implementation as ``"module:attr"`` so listing names (``ssmbe
 spec validation) imports neither torch nor Triton; the target is imported only by :meth:`Registry.load`.
 Lookups accept aliases and fail with a "did you mean" suggestion.
 
-Adding a model: write ``ssmbench/models/<family>.py`` with a frozen config dataclass (fields d_model, n_layers,
-vocab_size, backend and the family's own, and a ``build()``), then add one ``Entry`` to ``MODELS`` below.
+Adding a model: write ``ssmbench/models/<family>.py`` with a ``build(config)``, its frozen config dataclass in the
+torch-free ``ssmbench/models/configs.py`` (fields d_model, n_layers, vocab_size, backend and the family's own,
+``BUILDER`` naming the build function, ``mixer_params()`` for the analytic parameter count), then add one ``Entry``
+to ``MODELS`` below.
 """
 
 from __future__ import annotations
@@ -76,17 +78,17 @@ class Registry:
 
 
 MODELS = Registry("model")
-MODELS.add(Entry("transformer", "ssmbench.models.transformer:TransformerConfig", aliases=("attention", "gpt"),
+MODELS.add(Entry("transformer", "ssmbench.models.configs:TransformerConfig", aliases=("attention", "gpt"),
                  summary="causal MHA (SDPA) + RoPE + GELU MLP 4x", ops=("attention",)))
-MODELS.add(Entry("mamba", "ssmbench.models.mamba:MambaConfig", aliases=("mamba1", "s6"),
+MODELS.add(Entry("mamba", "ssmbench.models.configs:MambaConfig", aliases=("mamba1", "s6"),
                  summary="Mamba-1: conv + selective scan (S6), gated", ops=("selective_scan",)))
-MODELS.add(Entry("mamba2", "ssmbench.models.mamba2:Mamba2Config", aliases=("ssd", "mamba-2"),
+MODELS.add(Entry("mamba2", "ssmbench.models.configs:Mamba2Config", aliases=("ssd", "mamba-2"),
                  summary="Mamba-2: conv + SSD (multi-head A, grouped B/C), gated RMSNorm", ops=("ssd",)))
-MODELS.add(Entry("hybrid", "ssmbench.models.hybrid:HybridConfig",
+MODELS.add(Entry("hybrid", "ssmbench.models.configs:HybridConfig",
                  summary="Mamba-2 layers + attention every 4th layer", ops=("ssd", "attention")))
-MODELS.add(Entry("s4", "ssmbench.models.s4:S4Config", aliases=("s4d",),
+MODELS.add(Entry("s4", "ssmbench.models.configs:S4Config", aliases=("s4d",),
                  summary="S4D: diagonal SSM (ZOH), Vandermonde kernel + FFT conv, GLU", ops=("s4_kernel",)))
-MODELS.add(Entry("s4-dplr", "ssmbench.models.s4:S4DPLRConfig", aliases=("s4dplr", "dplr"),
+MODELS.add(Entry("s4-dplr", "ssmbench.models.configs:S4DPLRConfig", aliases=("s4dplr", "dplr"),
                  summary="S4: HiPPO-LegS DPLR (bilinear), Cauchy + Woodbury kernel + FFT conv, GLU",
                  ops=("s4_kernel",)))
 MODELS.add(Entry("faulty", "ssmbench.models.faulty:FaultyConfig", hidden=True,

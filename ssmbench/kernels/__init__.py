@@ -20,7 +20,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ssmbench.kernels._backend import Backend, BackendStatus, BackendUnavailable, load_target, resolve, status
+from ssmbench.kernels._backend import (
+    Backend,
+    BackendStatus,
+    BackendUnavailable,
+    load_target,
+    quick_status,
+    resolve,
+    status,
+)
 
 # op name -> "module:ATTR" naming the op's tuple[Backend, ...]
 _OP_MODULES = {
@@ -28,8 +36,8 @@ _OP_MODULES = {
     "ssd": "ssmbench.kernels.mamba2:BACKENDS",
     "s4_kernel": "ssmbench.kernels.s4:KERNEL_BACKENDS",
     "fft_conv": "ssmbench.kernels.s4:FFT_CONV_BACKENDS",
-    "causal_conv1d": "ssmbench.kernels.conv:BACKENDS",
-    "attention": "ssmbench.kernels.sdpa:BACKENDS",
+    "causal_conv1d": "ssmbench.kernels._tables:CONV_BACKENDS",
+    "attention": "ssmbench.kernels._tables:ATTENTION_BACKENDS",
 }
 
 _last_backend: dict[str, str] = {}
@@ -43,6 +51,7 @@ __all__ = [
     "causal_conv1d",
     "dispatch",
     "fft_conv",
+    "installed_backends",
     "last_backend",
     "ops",
     "s4_kernel",
@@ -69,6 +78,11 @@ def backend_names(op: str) -> list[str]:
 def backends(op: str, device: str | None = None) -> list[BackendStatus]:
     """Every backend of ``op`` with availability (on ``device`` if given) and the reason when unavailable."""
     return status(_op_backends(op), device)
+
+
+def installed_backends(op: str) -> list[BackendStatus]:
+    """Every backend of ``op``, "available" meaning its dependencies are installed (no probe runs: fast)."""
+    return quick_status(_op_backends(op))
 
 
 def dispatch(op: str, backend: str, device_type: str) -> tuple[str, Any]:

@@ -14,6 +14,10 @@ Dispatch rules (docs/kernels.md):
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
+import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -32,6 +36,9 @@ class Backend:
     priority: dict[str, int] | None = None  # per-device preference for "auto"; higher wins; absent = never auto
     probe: str | None = None  # "module:function" returning None when usable, else a reason string
     description: str = ""
+    # What the probe needs, checked without importing anything (``ssmbench models`` lists availability from
+    # these alone, fast): Python modules (found by importlib, not imported) or "cmd:NAME" executables.
+    requires: tuple[str, ...] = ()
 
     def rank(self, device_type: str) -> int | None:
         if self.priority is None:
@@ -65,6 +72,32 @@ def _run_probe(probe: str) -> str | None:
         return load_target(probe)()
     except Exception as exc:  # a broken optional install is "unavailable", not a crash
         return f"{type(exc).__name__}: {exc}"
+
+
+def missing_requirement(requirement: str) -> bool:
+    """True when a ``Backend.requires`` entry is absent; "cmd:c++" honours $CXX, commands are also looked up
+    beside the interpreter (a venv's ninja)."""
+    if requirement.startswith("cmd:"):
+        name = requirement[4:]
+        if name == "c++":
+            name = os.environ.get("CXX", name)
+        path = os.pathsep.join([os.environ.get("PATH", ""), os.path.dirname(sys.executable)])
+        return shutil.which(name, path=path) is None
+    try:
+        return importlib.util.find_spec(requirement) is None
+    except (ImportError, ValueError):  # a parent package that fails to import, or a bad name
+        return True
+
+
+def quick_status(backends: tuple[Backend, ...]) -> list[BackendStatus]:
+    """Like :func:`status`, from ``requires`` only (no probe runs, nothing heavy imported): "available" means
+    the dependencies are installed; the device is not checked (``devices`` says where it runs)."""
+    out = []
+    for b in backends:
+        absent = [r.removeprefix("cmd:") for r in b.requires if missing_requirement(r)]
+        reason = f"not installed: {', '.join(absent)}" if absent else ""
+        out.append(BackendStatus(b.name, not absent, reason, b.devices, b.description))
+    return out
 
 
 def status(backends: tuple[Backend, ...], device_type: str | None = None) -> list[BackendStatus]:

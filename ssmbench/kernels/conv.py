@@ -5,16 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ssmbench.kernels._backend import Backend
-
-BACKENDS: tuple[Backend, ...] = (
-    Backend("torch", "ssmbench.kernels.conv:causal_conv1d_torch", priority={"cpu": 1, "cuda": 1},
-            description="F.conv1d(groups=d) with left padding"),
-    Backend("reference", "ssmbench.kernels.conv:causal_conv1d_ref", priority={"cpu": 0, "cuda": 0},
-            description="explicit sum over taps (the oracle)"),
-    Backend("causal_conv1d", "ssmbench.kernels.conv:causal_conv1d_upstream", devices=("cuda",),
-            probe="ssmbench.kernels.conv:probe_upstream", description="Dao-AILab causal-conv1d CUDA kernel"),
-)
+from ssmbench.kernels._tables import CONV_BACKENDS as BACKENDS  # noqa: F401 - the op's table
 
 
 def _activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:

@@ -11,24 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ssmbench.kernels._backend import Backend
-
-BACKENDS: tuple[Backend, ...] = (
-    Backend("sdpa", "ssmbench.kernels.sdpa:attention_sdpa", priority={"cpu": 2, "cuda": 1},
-            description="torch SDPA, torch picks the kernel (recorded as 'sdpa')"),
-    Backend("flash", "ssmbench.kernels.sdpa:attention_flash", devices=("cuda",), priority={"cuda": 4},
-            description="SDPA forced to FLASH_ATTENTION (fp16/bf16, sm80+)"),
-    Backend("cudnn", "ssmbench.kernels.sdpa:attention_cudnn", devices=("cuda",), priority={"cuda": 5},
-            probe="ssmbench.kernels.sdpa:probe_cudnn", description="SDPA forced to CUDNN_ATTENTION"),
-    Backend("efficient", "ssmbench.kernels.sdpa:attention_efficient", devices=("cuda",), priority={"cuda": 3},
-            description="SDPA forced to EFFICIENT_ATTENTION (memory-efficient, fp32 ok)"),
-    Backend("math", "ssmbench.kernels.sdpa:attention_math", priority={"cpu": 0, "cuda": 0},
-            description="SDPA forced to MATH (materialises L x L)"),
-    Backend("reference", "ssmbench.kernels.sdpa:attention_ref",
-            description="explicit softmax(QK^T/sqrt(d)) V (the oracle)"),
-    Backend("flash_attn", "ssmbench.kernels.sdpa:attention_flash_attn", devices=("cuda",),
-            probe="ssmbench.kernels.sdpa:probe_flash_attn", description="Dao-AILab flash-attn package"),
-)
+from ssmbench.kernels._tables import ATTENTION_BACKENDS as BACKENDS  # noqa: F401 - the op's table
 
 
 def attention_sdpa(q, k, v, causal=True):

@@ -31,7 +31,12 @@ def make_config(name: str, *, backend: str = "auto", d_model: int = 256, n_layer
 
 
 def count_params(config: Any) -> int:
-    """Parameter count, without allocating weights where the family's init allows (meta device)."""
+    """Parameter count: analytic where the config has one (no torch needed), else a meta-device build, else a
+    real one (an init that needs real values, e.g. an eigendecomposition)."""
+    try:
+        return config.param_count()
+    except (AttributeError, NotImplementedError):
+        pass
     import torch
 
     try:

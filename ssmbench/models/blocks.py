@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ssmbench.models.configs import ModelConfig  # noqa: F401 - re-exported: family configs subclass it
+
 # dtype names accepted by --dtype -> torch dtypes
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -142,23 +144,3 @@ def interleave(n_layers: int, make_mixer: Callable[[int], nn.Module],
         if make_mlp is not None:
             mixers.append(make_mlp(i))
     return mixers
-
-
-class ModelConfig:
-    """Fields every family config has (each family is a frozen dataclass with these plus its own).
-
-    d_model, n_layers, vocab_size: the SequenceModel frame; backend: the kernel backend of the family's
-    main op ("auto" = fastest available for the device). ``state_dim`` is the d_state recorded in results.
-    """
-
-    d_model: int
-    n_layers: int
-    vocab_size: int
-    backend: str
-
-    @property
-    def state_dim(self) -> int | None:
-        return getattr(self, "d_state", None)
-
-    def build(self) -> SequenceModel:  # pragma: no cover - each family implements it
-        raise NotImplementedError(type(self).__name__)

@@ -11,7 +11,6 @@ the parallel path over a prompt and fills both: the last d_conv conv inputs and 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,8 @@ from torch import nn
 
 from ssmbench import kernels
 from ssmbench.kernels.conv import causal_conv1d_step
-from ssmbench.models.blocks import ModelConfig, SequenceModel, interleave
+from ssmbench.models.blocks import SequenceModel, interleave
+from ssmbench.models.configs import MambaConfig
 
 
 def init_dt_bias(size: int, dt_min: float = 1e-3, dt_max: float = 1e-1, floor: float = 1e-4) -> torch.Tensor:
@@ -101,18 +101,7 @@ class MambaMixer(nn.Module):
         return self.out_proj(y.to(hidden.dtype))
 
 
-@dataclass(frozen=True)
-class MambaConfig(ModelConfig):
-    d_model: int = 256
-    n_layers: int = 2
-    vocab_size: int = 256
-    backend: str = "auto"  # selective_scan backend
-    d_state: int = 16
-    d_conv: int = 4
-    expand: int = 2
-    dt_rank: int | None = None  # None = ceil(d_model / 16)
-
-    def build(self) -> SequenceModel:
-        mixers = interleave(self.n_layers, lambda i: MambaMixer(self.d_model, self.d_state, self.d_conv, self.expand,
-                                                                 self.dt_rank, self.backend))
-        return SequenceModel(self.vocab_size, self.d_model, mixers)
+def build(config: MambaConfig) -> SequenceModel:
+    mixers = interleave(config.n_layers, lambda i: MambaMixer(config.d_model, config.d_state, config.d_conv,
+                                                              config.expand, config.dt_rank, config.backend))
+    return SequenceModel(config.vocab_size, config.d_model, mixers)

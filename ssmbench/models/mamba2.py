@@ -11,8 +11,6 @@ model): H_t = exp(dt·A) H_{t-1} + dt·x Bᵀ, y = H C + D·x.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,18 +18,9 @@ from torch import nn
 from ssmbench import kernels
 from ssmbench.kernels.conv import causal_conv1d_step
 from ssmbench.kernels.mamba2 import default_chunk_size
-from ssmbench.models.blocks import ModelConfig, SequenceModel, interleave
+from ssmbench.models.blocks import SequenceModel, interleave
+from ssmbench.models.configs import Mamba2Config, resolve_headdim
 from ssmbench.models.mamba import init_dt_bias
-
-
-def resolve_headdim(d_inner: int, headdim: int, ngroups: int) -> int:
-    """Head dim actually used: ``headdim``, shrunk to d_inner for small models; ValueError when no split works."""
-    p = min(headdim, d_inner)
-    if d_inner % p:
-        raise ValueError(f"d_inner={d_inner} (expand x d_model) must be a multiple of headdim={p}")
-    if (d_inner // p) % ngroups:
-        raise ValueError(f"nheads={d_inner // p} (d_inner / headdim) must be divisible by ngroups={ngroups}")
-    return p
 
 
 class GatedRMSNorm(nn.Module):
@@ -136,24 +125,8 @@ class Mamba2Mixer(nn.Module):
         return self.out_proj(y)
 
 
-@dataclass(frozen=True)
-class Mamba2Config(ModelConfig):
-    d_model: int = 256
-    n_layers: int = 2
-    vocab_size: int = 256
-    backend: str = "auto"  # ssd backend: chunked, triton, mamba_ssm, fla, reference
-    d_state: int = 64  # N
-    d_conv: int = 4
-    expand: int = 2  # d_inner = expand * d_model
-    headdim: int = 64  # P; shrinks to d_inner for models narrower than one head
-    ngroups: int = 1  # G groups of B/C shared by nheads / G heads
-    chunk_size: int | None = None  # SSD chunk Q; None = per device (256 on CUDA as upstream, 64 on CPU)
-
-    def __post_init__(self) -> None:
-        resolve_headdim(self.expand * self.d_model, self.headdim, self.ngroups)  # fail at config time, clearly
-
-    def build(self) -> SequenceModel:
-        mixers = interleave(self.n_layers, lambda i: Mamba2Mixer(
-            self.d_model, self.d_state, self.d_conv, self.expand, self.headdim, self.ngroups, self.chunk_size,
-            self.backend))
-        return SequenceModel(self.vocab_size, self.d_model, mixers)
+def build(config: Mamba2Config) -> SequenceModel:
+    mixers = interleave(config.n_layers, lambda i: Mamba2Mixer(
+        config.d_model, config.d_state, config.d_conv, config.expand, config.headdim, config.ngroups,
+        config.chunk_size, config.backend))
+    return SequenceModel(config.vocab_size, config.d_model, mixers)

@@ -22,7 +22,6 @@ the state holds d_state real numbers per channel.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +30,8 @@ from torch import nn
 from ssmbench import kernels
 from ssmbench.kernels.s4.hippo import nplr_legs, s4d_init
 from ssmbench.kernels.s4.reference import dplr_dense, zoh_discretize
-from ssmbench.models.blocks import ModelConfig, SequenceModel, interleave
+from ssmbench.models.blocks import SequenceModel, interleave
+from ssmbench.models.configs import S4Config, S4DPLRConfig
 
 SSM_OPTIM = {"lr": 1e-3, "weight_decay": 0.0}
 
@@ -177,60 +177,15 @@ class S4Layer(nn.Module):
         return self._output(y.to(x.dtype))
 
 
-def _check_common(d_state: int, dt_min: float, dt_max: float, backend: str, wrong_backend: str) -> None:
-    if backend == wrong_backend:
-        raise ValueError(f"s4_kernel backend '{wrong_backend}' computes the other S4 variant's kernel; "
-                         "use 'auto', 'vandermonde' (S4D), 'cauchy' (S4-DPLR) or 'reference'")
-    if d_state < 2 or d_state % 2:
-        raise ValueError(f"d_state={d_state} must be even (stored as d_state/2 complex conjugate pairs)")
-    if not 0 < dt_min <= dt_max:
-        raise ValueError(f"need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+def build_s4d(config: S4Config) -> SequenceModel:
+    mixers = interleave(config.n_layers, lambda i: S4Layer(
+        config.d_model, config.d_state, "diag", config.init, config.dt_min, config.dt_max, config.backend,
+        config.conv_backend))
+    return SequenceModel(config.vocab_size, config.d_model, mixers)
 
 
-@dataclass(frozen=True)
-class S4Config(ModelConfig):
-    """S4D: diagonal A, zero-order hold, Vandermonde kernel."""
-
-    d_model: int = 256
-    n_layers: int = 2
-    vocab_size: int = 256
-    backend: str = "auto"  # s4_kernel backend: vandermonde (auto) | reference
-    d_state: int = 64  # real state size per channel (32 complex pairs)
-    init: str = "lin"  # S4D-Lin ("lin") or S4D-Inv ("inv")
-    dt_min: float = 1e-3
-    dt_max: float = 1e-1
-    conv_backend: str = "auto"  # fft_conv backend: fft (auto) | direct
-
-    def __post_init__(self) -> None:
-        _check_common(self.d_state, self.dt_min, self.dt_max, self.backend, wrong_backend="cauchy")
-        if self.init not in ("lin", "inv"):
-            raise ValueError(f"unknown S4D init '{self.init}'; known: lin, inv")
-
-    def build(self) -> SequenceModel:
-        mixers = interleave(self.n_layers, lambda i: S4Layer(
-            self.d_model, self.d_state, "diag", self.init, self.dt_min, self.dt_max, self.backend,
-            self.conv_backend))
-        return SequenceModel(self.vocab_size, self.d_model, mixers)
-
-
-@dataclass(frozen=True)
-class S4DPLRConfig(ModelConfig):
-    """S4: HiPPO-LegS in diagonal-plus-low-rank form, bilinear discretisation, Cauchy + Woodbury kernel."""
-
-    d_model: int = 256
-    n_layers: int = 2
-    vocab_size: int = 256
-    backend: str = "auto"  # s4_kernel backend: cauchy (auto) | reference
-    d_state: int = 64  # real state size per channel (32 complex pairs)
-    dt_min: float = 1e-3
-    dt_max: float = 1e-1
-    conv_backend: str = "auto"  # fft_conv backend: fft (auto) | direct
-
-    def __post_init__(self) -> None:
-        _check_common(self.d_state, self.dt_min, self.dt_max, self.backend, wrong_backend="vandermonde")
-
-    def build(self) -> SequenceModel:
-        mixers = interleave(self.n_layers, lambda i: S4Layer(
-            self.d_model, self.d_state, "dplr", "legs", self.dt_min, self.dt_max, self.backend,
-            self.conv_backend))
-        return SequenceModel(self.vocab_size, self.d_model, mixers)
+def build_s4_dplr(config: S4DPLRConfig) -> SequenceModel:
+    mixers = interleave(config.n_layers, lambda i: S4Layer(
+        config.d_model, config.d_state, "dplr", "legs", config.dt_min, config.dt_max, config.backend,
+        config.conv_backend))
+    return SequenceModel(config.vocab_size, config.d_model, mixers)

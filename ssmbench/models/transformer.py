@@ -10,14 +10,13 @@ in a device tensor and the query attends over the whole buffer with a mask of th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ssmbench import kernels
-from ssmbench.models.blocks import MLP, ModelConfig, SequenceModel, interleave
+from ssmbench.models.blocks import MLP, SequenceModel, interleave
+from ssmbench.models.configs import TransformerConfig
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, base: float = 10000.0,
@@ -125,22 +124,8 @@ class CausalSelfAttention(nn.Module):
         return self.out(y.reshape(b, d))
 
 
-@dataclass(frozen=True)
-class TransformerConfig(ModelConfig):
-    d_model: int = 256
-    n_layers: int = 2
-    vocab_size: int = 256
-    backend: str = "auto"  # attention backend: sdpa, math, flash, efficient, cudnn, flash_attn, reference
-    head_dim: int = 64  # heads of 64 (n_heads = d_model // head_dim)
-    mlp_expand: int = 4  # MLP width multiple; 0 = attention-only layers (Zoology's MQAR setting)
-    rope: bool = True
-
-    @property
-    def n_heads(self) -> int:
-        return max(1, self.d_model // self.head_dim)
-
-    def build(self) -> SequenceModel:
-        mlp = (lambda i: MLP(self.d_model, self.mlp_expand)) if self.mlp_expand else None
-        mixers = interleave(self.n_layers, lambda i: CausalSelfAttention(self.d_model, self.n_heads, self.backend,
-                                                                         self.rope), mlp)
-        return SequenceModel(self.vocab_size, self.d_model, mixers)
+def build(config: TransformerConfig) -> SequenceModel:
+    mlp = (lambda i: MLP(config.d_model, config.mlp_expand)) if config.mlp_expand else None
+    mixers = interleave(config.n_layers, lambda i: CausalSelfAttention(config.d_model, config.n_heads, config.backend,
+                                                                       config.rope), mlp)
+    return SequenceModel(config.vocab_size, config.d_model, mixers)

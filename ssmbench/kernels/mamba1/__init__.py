@@ -26,6 +26,7 @@ BACKENDS: tuple[Backend, ...] = (
         devices=("cpu",),
         priority={"cpu": 2},
         probe=f"{_M}.compiled:probe",
+        requires=("cmd:c++", "cmd:ninja"),
         description="C++/OpenMP kernel built on first use (needs a C++ compiler and ninja); fwd + bwd",
     ),
     Backend(
@@ -34,6 +35,7 @@ BACKENDS: tuple[Backend, ...] = (
         devices=("cuda",),
         priority={"cuda": 2},
         probe=f"{_M}.triton:probe",
+        requires=("triton",),
         description="Triton chunked associative scan, time-major tiles; fwd + bwd kernels",
     ),
     Backend(
@@ -42,6 +44,7 @@ BACKENDS: tuple[Backend, ...] = (
         devices=("cuda",),
         priority={"cuda": 3},
         probe=f"{_M}.upstream:probe",
+        requires=("selective_scan_cuda", "mamba_ssm"),
         description="official CUDA kernel (mamba_ssm selective_scan_fn)",
     ),
 )
