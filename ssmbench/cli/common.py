@@ -87,11 +87,13 @@ def run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retr
 
 
 def print_outcome(con: Console, outcome) -> None:
+    from ssmbench.report.common import format_seconds
+
     r = outcome.result
     if r.status == "ok":
         med = next((m.value for m in (r.metrics or []) if m.metric == "time" and m.stat == "median"), None)
         acc = next((m.value for m in (r.metrics or []) if m.metric == "accuracy" and m.stat == "train_len"), None)
-        detail = f"{med * 1e3:.3g} ms" if med is not None else (f"acc {acc:.3f}" if acc is not None else "")
+        detail = format_seconds(med) if med is not None else (f"acc {acc:.3f}" if acc is not None else "")
         con.print(f"[green]✓[/green] {outcome.case.label()}  {detail}  [dim]({outcome.seconds:.1f} s)[/dim]")
     else:
         con.print(f"[red]✗ {r.status}[/red] {outcome.case.label()}: {r.error}")

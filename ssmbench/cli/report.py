@@ -12,7 +12,7 @@ from ssmbench.spec import SpecError
 
 
 def report(
-    results_arg: Annotated[Path | None, typer.Argument(metavar="[RESULTS]", help="Results directory to read "
+    results_arg: Annotated[Path | None, typer.Argument(metavar="RESULTS", help="Results directory to read "
                                                        "(default: results).")] = None,
     out: ResultsDir = Path("results"),
     report_dir: Annotated[Path | None, typer.Option(help="Where to write figures and report.md "
@@ -20,7 +20,7 @@ def report(
 ) -> None:
     """Write scaling figures (PNG) and a Markdown report from a results directory.
 
-    The results directory is given like every other command's (``--out``/``-o``, or positionally)."""
+    The results directory is given like every other command's (--out/-o), or positionally."""
     results = results_arg if results_arg is not None else out
     from rich.table import Table
 

@@ -12,7 +12,7 @@ from ssmbench.cli.common import MaxMemory, ResultsDir, Shard, SkipAfterOom, cons
 
 
 def run(
-    suite: Annotated[Path, typer.Argument(help="A suite file, e.g. tasks/quick.toml.")],
+    suite: Annotated[Path, typer.Argument(metavar="SUITE", help="A suite file, e.g. tasks/quick.toml.")],
     out: ResultsDir = Path("results"),
     force: Annotated[bool, typer.Option(help="Re-run cases that already have results.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="Re-run cases whose stored status is not ok.")] = False,
