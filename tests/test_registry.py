@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from ssmbench.registry import MODELS, TASKS, Entry, Registry, UnknownName
 
@@ -29,8 +30,10 @@ def test_duplicate_registration_rejected():
 def test_every_model_entry_loads_a_config_with_the_shared_fields():
     for entry in MODELS:
         config_cls = entry.load()
-        config = config_cls(d_model=64, n_layers=1, vocab_size=32, backend="auto")
-        assert config.d_model == 64
+        model = config_cls(d_model=64, n_layers=1, vocab_size=32, backend="auto").build()
+        # the shared sizes reach the built model: embedding (vocab, d_model), logits over the vocabulary
+        assert tuple(model.embedding.weight.shape) == (32, 64), entry.name
+        assert tuple(model(torch.zeros(1, 5, dtype=torch.long)).shape) == (1, 5, 32), entry.name
 
 
 def test_listing_does_not_import_torch():

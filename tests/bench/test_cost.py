@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from ssmbench.bench.cost import case_flops, forward_flops
@@ -32,12 +34,38 @@ def test_mamba_scan_term():
     assert forward_flops(model, 4, 10) == pytest.approx(linear_only + scan)
 
 
-@pytest.mark.parametrize("name", ["mamba2", "s4", "s4-dplr", "hybrid"])
-def test_every_family_has_a_mixing_term(name):
-    model = _build(name)
-    linear_only = sum(2 * 64 * mod.in_features * mod.out_features
-                      for mod in model.modules() if mod.__class__.__name__ == "Linear")
-    assert forward_flops(model, 1, 64) > linear_only
+B, L = 3, 40
+T = B * L  # tokens
+
+
+def test_mamba2_flops_by_hand():
+    """Linear layers + the SSD term 2·L·Q·N·G + 2·L·Q·P·H + 4·L·N·P·H per sequence and layer."""
+    model = _build("mamba2", options={"d_state": 16, "headdim": 32, "ngroups": 2, "chunk_size": 16})
+    # d_inner 128, H = 128 / 32 = 4 heads, in_proj 64 -> z 128 + xBC (128 + 2·2·16) + dt 4 = 324
+    linear = 2 * 2 * T * (64 * 324 + 128 * 64) + 2 * T * 64 * 32
+    ssd = 2 * B * (2 * L * 16 * 16 * 2 + 2 * L * 16 * 32 * 4 + 4 * L * 16 * 32 * 4)
+    assert forward_flops(model, B, L) == pytest.approx(linear + ssd, rel=1e-12)
+
+
+def test_hybrid_flops_by_hand():
+    """2 layers: a Mamba-2 layer (1 group), then attention (4 heads of 16) followed by its 4x MLP."""
+    model = _build("hybrid", options={"d_state": 16, "headdim": 32, "chunk_size": 16, "attn_head_dim": 16})
+    linear = 2 * T * (64 * 292 + 128 * 64 + 64 * 192 + 64 * 64 + 64 * 256 + 256 * 64 + 64 * 32)
+    ssd = B * (2 * L * 16 * 16 * 1 + 2 * L * 16 * 32 * 4 + 4 * L * 16 * 32 * 4)
+    attention = 2 * B * L * L * 64
+    assert forward_flops(model, B, L) == pytest.approx(linear + ssd + attention, rel=1e-12)
+
+
+@pytest.mark.parametrize(("name", "per_pair"), [("s4", 8), ("s4-dplr", 16)])
+def test_s4_flops_by_hand(name, per_pair):
+    """FFT convolution (u and y FFTs per sequence, the kernel's once, the pointwise product) + kernel generation."""
+    model = _build(name, options={"d_state": 8})
+    n_fft = 2 * L
+    fft = 2.5 * n_fft * math.log2(n_fft)
+    conv = B * 64 * (2 * fft + 6 * n_fft) + 64 * fft
+    kernel = per_pair * 64 * (8 // 2) * L
+    linear = 2 * 2 * T * 64 * 128 + 2 * T * 64 * 32  # out_proj (GLU, 64 -> 128) per layer, head
+    assert forward_flops(model, B, L) == pytest.approx(linear + 2 * (conv + kernel), rel=1e-12)
 
 
 def test_fwdbwd_is_three_forwards():

@@ -1,20 +1,43 @@
 import pytest
 
+import ssmbench.bench.timer as timer_mod
 from ssmbench.bench.memory import measure_peak
 from ssmbench.bench.timer import Timing, measure
 
 
-def test_measure_counts_calls_and_separates_first_call():
-    calls = []
-    t = measure(lambda: calls.append(1), device="cpu", warmup=3, min_samples=5, budget_s=0.0)
-    assert len(t.samples) == 5
-    assert len(calls) == 3 + 5  # first (timed apart) + 2 warm-up + 5 samples
-    assert t.first_call_s >= 0
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
 
 
-def test_budget_extends_sampling_up_to_max():
+def test_measure_counts_calls_and_separates_first_call(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(timer_mod, "time", clock)
+    durations = iter([9.0, 0.5, 0.5, 2.0, 1.0, 3.0, 1.0, 2.0])  # first, 2 warm-up, 5 samples
+
+    def call():
+        clock.now += next(durations)
+
+    t = measure(call, device="cpu", warmup=3, min_samples=5, budget_s=0.0)
+    assert next(durations, None) is None  # first (timed apart) + 2 warm-up + 5 samples, nothing more
+    assert t.first_call_s == 9.0 and t.samples == [2.0, 1.0, 3.0, 1.0, 2.0]
+    assert t.median == 2.0 and t.iqr == 1.0
+
+
+def test_budget_extends_sampling_up_to_max(monkeypatch):
     t = measure(lambda: None, device="cpu", warmup=1, min_samples=2, budget_s=10.0, max_samples=7)
     assert len(t.samples) == 7
+    clock = Clock()
+    monkeypatch.setattr(timer_mod, "time", clock)
+
+    def one_second():
+        clock.now += 1.0
+
+    # 1 s per call, 3.5 s of budget: sampling stops at the first sample that brings the total to >= 3.5 s
+    assert len(measure(one_second, device="cpu", warmup=1, min_samples=2, budget_s=3.5).samples) == 4
 
 
 def test_before_each_runs_untimed_before_every_call():
@@ -31,7 +54,7 @@ def test_quantiles_and_iqr():
 
 
 def test_min_samples_validated():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="min_samples must be >= 1"):
         measure(lambda: None, device="cpu", min_samples=0)
 
 

@@ -39,10 +39,11 @@ def test_unwritable_output_dir(tmp_path):
     assert r.returncode == 2 and "cannot create output directory" in r.stderr
 
 
-def test_help_is_fast_and_lists_commands():
+def test_help_lists_commands():
+    # (how fast `--help` starts is a benchmark's claim, not a test's: nothing is timed here)
     r = ssmbench("--help")
     assert r.returncode == 0
-    for cmd in ("sweep", "run", "report", "models", "env"):
+    for cmd in ("sweep", "run", "report", "models", "env", "accuracy", "generate", "check"):
         assert cmd in r.stdout
 
 

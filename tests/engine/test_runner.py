@@ -71,14 +71,20 @@ def test_killed_sweep_resumes_without_duplicates_or_loss(tmp_path, tiny_case):
 
 
 def test_in_process_matches_worker_fields(tmp_path, tiny_case):
+    """The same case in a worker process and in this process yields the same metric rows and info fields."""
     case = replace(tiny_case(model="transformer"), mode="fwdbwd")
-    summary = run_cases([case], tmp_path)
-    (o,) = summary.outcomes
-    assert o.result.status == "ok", o.result.error
-    metrics = {(m.metric, m.stat) for m in o.result.metrics}
+    (worker,) = run_cases([case], tmp_path / "worker").outcomes
+    (local,) = run_cases([case], tmp_path / "local", in_process=True).outcomes
+    for o in (worker, local):
+        assert o.result.status == "ok", o.result.error
+    metrics = {(m.metric, m.stat) for m in worker.result.metrics}
     assert {("time", "median"), ("time", "q25"), ("time", "q75"), ("tokens_per_s", "median"),
-            ("first_call", "value"), ("params", "value")} <= metrics
-    assert o.result.info["backend"] != "auto"
+            ("first_call", "value"), ("params", "value"), ("flops", "value")} <= metrics
+    assert {(m.metric, m.stat) for m in local.result.metrics} == metrics
+    assert set(local.result.info) == set(worker.result.info)
+    assert worker.result.info["backend"] == local.result.info["backend"] != "auto"
+    stored = {p: store.load(tmp_path / p) for p in ("worker", "local")}
+    assert {p: sorted(df.columns) for p, df in stored.items()}["worker"] == sorted(stored["local"].columns)
 
 
 def test_run_records_the_workers_thread_count(tmp_path, tiny_case):
