@@ -99,12 +99,9 @@ def _extrapolates(grp: pd.DataFrame) -> bool:
 
 def plot_setting(grp: pd.DataFrame, path: Path, title: str) -> Path:
     """One figure for one setting (see the module docstring for the two layouts)."""
-    import matplotlib
+    from ssmbench.report.common import ATTENTION_MODELS, format_length, length_ticks, pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ssmbench.report.common import ATTENTION_MODELS, format_length
+    plt = pyplot()
 
     extrapolation = _extrapolates(grp)
     panels = sorted(grp.train_len.unique()) if extrapolation else [None]
@@ -129,21 +126,16 @@ def plot_setting(grp: pd.DataFrame, path: Path, title: str) -> Path:
             ax.axvline(train_len, color="grey", linestyle=":", linewidth=1.5)
             ax.annotate(f"train L={format_length(train_len)}", xy=(train_len, 1.02), xycoords=("data", "axes fraction"),
                         ha="center", fontsize=8, color="dimgrey")
-        ticks = sorted(sub[x_col].unique())
+        ticks = sub[x_col].unique()
         ax.set_xscale("log", base=2)
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([format_length(t) for t in ticks], rotation=45 if len(ticks) > 6 else 0)
-        ax.minorticks_off()
+        length_ticks(ax, ticks, rotation=45 if len(ticks) > 6 else 0)
         ax.set_ylim(-0.02, 1.05)
         ax.set(xlabel="evaluation length" if extrapolation else "train = evaluation length (one model per point)",
                ylabel="accuracy (supervised tokens)")
         ax.grid(True, alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="best")
     fig.suptitle(textwrap.fill(title, 60 * len(panels)), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _fmt(x: float, digits: int = 3) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,6 +61,46 @@ def format_bytes(b: float) -> str:
             return f"{b:.3g} {unit}" if unit != "B" else f"{b:.0f} B"
         b /= 1024
     return f"{b:.3g} GiB"
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend, imported on first use (matplotlib is slow to import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def length_ticks(ax: Any, lengths: Iterable[float], rotation: int = 45) -> None:
+    """One labelled x tick per measured length (64, 1k, 2k, ...) and no minor ticks: the axis shows what ran."""
+    ticks = sorted(set(lengths))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([format_length(x) for x in ticks], rotation=rotation)
+    ax.minorticks_off()
+
+
+def readable_log_y(ax: Any) -> None:
+    """Label a log y axis densely enough to read values off it when the data span less than two decades.
+
+    Decade ticks alone leave a panel spanning 40-110 MiB with a single label (or none); call after plotting.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    lo, hi = ax.get_ylim()
+    if not (lo > 0 and hi / lo < 100):
+        return
+    subs = (1.0, 2.0, 5.0) if hi / lo >= 10 else tuple(float(k) for k in range(1, 10))
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
 
 
 def fit_exponent(lengths: Sequence[float], times: Sequence[float], last: int = 3) -> float:

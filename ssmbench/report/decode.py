@@ -24,6 +24,10 @@ from ssmbench.report.common import (
     format_bytes,
     format_length,
     format_seconds,
+    length_ticks,
+    pyplot,
+    readable_log_y,
+    save_figure,
 )
 
 GROUP = ["device", "dtype", "d_model", "n_layers"]
@@ -77,11 +81,7 @@ def decode_crossovers(table: pd.DataFrame) -> list[tuple[tuple, str]]:
 
 
 def plot_decode(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     paths = []
     for (device, dtype, d_model, n_layers), grp in table.groupby(GROUP, sort=True):
         fig, (ax_l, ax_s) = plt.subplots(1, 2, figsize=(13, 5))
@@ -99,19 +99,13 @@ def plot_decode(table: pd.DataFrame, out_dir: Path) -> list[Path]:
                  title="decode: per-token latency (p50, band to p90)")
         ax_s.set(xscale="log", yscale="log", xlabel="context length L", ylabel="MiB",
                  title="KV cache (attention) vs recurrent state (SSM)")
-        lengths = sorted(grp.seq_len.unique())
         for ax in (ax_l, ax_s):
-            ax.set_xticks(lengths)
-            ax.set_xticklabels([format_length(x) for x in lengths], rotation=45)
-            ax.minorticks_off()
+            length_ticks(ax, grp.seq_len)
+            readable_log_y(ax)
             ax.grid(True, which="major", alpha=0.3)
             ax.legend(fontsize=8)
         fig.suptitle(f"ssmbench decode on {device} ({dtype}), d_model={d_model}, n_layers={n_layers}", fontsize=11)
-        fig.tight_layout()
-        path = out_dir / f"decode_{device}_{dtype}_d{d_model}_l{n_layers}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out_dir / f"decode_{device}_{dtype}_d{d_model}_l{n_layers}.png"))
     return paths
 
 

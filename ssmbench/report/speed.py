@@ -8,6 +8,7 @@ transformer is annotated.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -22,6 +23,10 @@ from ssmbench.report.common import (
     format_bytes,
     format_length,
     format_seconds,
+    length_ticks,
+    pyplot,
+    readable_log_y,
+    save_figure,
 )
 
 FAIRNESS_NOTES = (
@@ -75,11 +80,7 @@ def analyse(table: pd.DataFrame) -> tuple[dict[str, float], list[Crossover]]:
 
 def plot_speed(table: pd.DataFrame, out_dir: Path, exponents: dict[str, float],
                crossovers: list[Crossover]) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     paths = []
     for (mode, device, dtype, d_model, n_layers), grp in _figure_groups(table):
         prefix = f"{mode} {device} {dtype} d{d_model}x{n_layers}"
@@ -113,18 +114,13 @@ def plot_speed(table: pd.DataFrame, out_dir: Path, exponents: dict[str, float],
         ax_m.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="peak memory of the call (MiB)",
                  title="peak memory (over what was allocated before)")
         for ax in (ax_t, ax_tp, ax_m):
-            ax.set_xticks(sorted(grp.seq_len.unique()))
-            ax.set_xticklabels([format_length(x) for x in sorted(grp.seq_len.unique())], rotation=45)
-            ax.minorticks_off()
+            length_ticks(ax, grp.seq_len)
+            readable_log_y(ax)
             ax.grid(True, which="major", alpha=0.3)
         ax_t.legend(fontsize=8)
         fig.suptitle(f"ssmbench {mode} on {device} ({dtype}), d_model={d_model}, n_layers={n_layers}, "
                      f"tokens per batch {batch_note}", fontsize=11)
-        fig.tight_layout()
-        path = out_dir / f"speed_{mode}_{device}_{dtype}_d{d_model}_l{n_layers}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out_dir / f"speed_{mode}_{device}_{dtype}_d{d_model}_l{n_layers}.png"))
     return paths
 
 
@@ -158,5 +154,33 @@ def _speed_markdown(table: pd.DataFrame, exponents: dict[str, float], crossovers
         for c in crossovers:
             if c.ssm.startswith(prefix):
                 lines.append(f"- Crossover: {c.describe()[len(prefix) + 1:]}")
-        lines.append("")
+        lines += [*_noise_notes(grp), ""]
     return lines
+
+
+# A case is called noisy when its IQR exceeds this share of its median, and a series implausible when its time per
+# sequence *falls* by more than this share from one length to the next (equal tokens per batch: it should rise).
+NOISY_IQR = 0.25
+IMPLAUSIBLE_DROP = 0.2
+
+
+def _noise_notes(grp: pd.DataFrame) -> list[str]:
+    """Warnings a reader needs before trusting exponents and crossovers: noisy cases and series that get faster
+    per sequence as L grows (a busy machine, usually; both symptoms showed on a 2-core machine shared by other jobs)."""
+    noisy = grp[(grp["time:q75"] - grp["time:q25"]) > NOISY_IQR * grp["time:median"]]
+    drops = []
+    for (m, b), g in grp.groupby(["model", "backend"]):
+        g = g.sort_values("seq_len")
+        for (l0, t0), (l1, t1) in itertools.pairwise(zip(g.seq_len, g.seq_time_median, strict=True)):
+            if t1 < (1 - IMPLAUSIBLE_DROP) * t0:
+                drops.append(f"{_series_label(m, b)} L={format_length(l0)}→{format_length(l1)}")
+    if noisy.empty and not drops:
+        return []
+    parts = []
+    if not noisy.empty:
+        parts.append(f"{len(noisy)} of {len(grp)} cases have an IQR above {NOISY_IQR:.0%} of their median")
+    if drops:
+        shown = ", ".join(drops[:4]) + (f" and {len(drops) - 4} more" if len(drops) > 4 else "")
+        parts.append(f"time per sequence falls as L grows in {shown}")
+    return [f"- ⚠️ Noisy measurements: {'; '.join(parts)}. Exponents and crossovers from these are unreliable; "
+            "re-measure on a quiet machine or with `--threads 1` (add `--force` to replace the stored cases)."]
