@@ -2,7 +2,8 @@
 
 - lengths: ``1k..64k`` (powers of two, inclusive), lists ``512,2k,8k``, suffixes k/m (1k = 1024), or a mix.
 - models: ``name[:backend]``, comma-separated (``mamba:chunked,transformer``).
-- suites: ``tasks/*.toml`` with ``[[sweep]]`` (and ``[[accuracy]]``) tables whose keys are the CLI's options.
+- suites: ``tasks/*.toml`` with ``[[sweep]]`` (and ``[[accuracy]]``) tables whose keys are the CLI's options;
+  loaded and validated by ``ssmbench.schema.load_suite`` (the one typed schema of suite tables and flags).
 
 Nothing here imports torch: validation must stay instant.
 """
@@ -11,8 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +25,24 @@ _SUFFIX = {"": 1, "k": 1024, "m": 1024 * 1024}
 _NUMBER = re.compile(r"^(\d+)([km]?)$")
 _BYTES = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)$")
 _BYTE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+MAX_LENGTH = 1 << 24  # 16m tokens: far beyond any machine, small enough that no size computation overflows
 
 
 class SpecError(ValueError):
     """Bad user input; the message is printed as is and the CLI exits with code 2."""
 
 
-def parse_size(text: str, what: str = "length") -> int:
-    """'4k' -> 4096, '512' -> 512, '1m' -> 1048576."""
-    m = _NUMBER.match(text.strip().lower())
+def parse_size(text: str, what: str = "length", limit: int = 1 << 40) -> int:
+    """'4k' -> 4096, '512' -> 512, '1m' -> 1048576; at most ``limit``."""
+    m = _NUMBER.match(text.strip().lower()[:40])
     if not m:
         raise SpecError(f"bad {what} '{text}': expected a positive integer with optional k/m suffix, e.g. 512, 4k")
     value = int(m.group(1)) * _SUFFIX[m.group(2)]
     if value <= 0:
         raise SpecError(f"bad {what} '{text}': must be positive")
+    if value > limit:
+        raise SpecError(f"bad {what} '{text}': at most {limit:,} ({limit >> 20}m)" if limit >= 1 << 20
+                        else f"bad {what} '{text}': at most {limit:,}")
     return value
 
 
@@ -77,7 +81,7 @@ def parse_lengths(text: str) -> tuple[int, ...]:
         part = part.strip()
         if ".." in part:
             lo_text, _, hi_text = part.partition("..")
-            lo, hi = parse_size(lo_text), parse_size(hi_text)
+            lo, hi = parse_size(lo_text, limit=MAX_LENGTH), parse_size(hi_text, limit=MAX_LENGTH)
             if lo > hi:
                 raise SpecError(f"bad length range '{part}': start {lo} is larger than end {hi}")
             if lo & (lo - 1):
@@ -88,7 +92,7 @@ def parse_lengths(text: str) -> tuple[int, ...]:
                 out.add(n)
                 n *= 2
         else:
-            out.add(parse_size(part))
+            out.add(parse_size(part, limit=MAX_LENGTH))
     return tuple(sorted(out))
 
 
@@ -199,32 +203,6 @@ class SweepSpec:
     name: str = "sweep"
 
 
-def _coerce_sweep(table: dict[str, Any], where: str) -> SweepSpec:
-    valid = {f.name for f in fields(SweepSpec)} | {"batch", "mode"}
-    unknown = set(table) - valid
-    if unknown:
-        raise SpecError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(valid))}")
-    if "models" not in table or "lengths" not in table:
-        raise SpecError(f"{where}: needs 'models' and 'lengths'")
-    t = dict(table)
-    kw: dict[str, Any] = {"models": parse_models(t.pop("models")), "lengths": parse_lengths(str(t.pop("lengths")))}
-    if "mode" in t or "modes" in t:
-        kw["modes"] = parse_modes(t.pop("modes", t.pop("mode", "fwd")))
-    if "batch" in t or "batches" in t:
-        kw["batches"] = parse_int_list(t.pop("batches", t.pop("batch", "")), "batch")
-    if "model_options" in t:
-        opts = t.pop("model_options")
-        if not isinstance(opts, dict):
-            raise SpecError(f"{where}: model_options must be a table, e.g. {{ d_state = 32 }}")
-        kw["model_options"] = tuple(sorted(opts.items()))
-    if "max_memory" in t:
-        kw["max_memory"] = parse_bytes(t.pop("max_memory"), f"{where}: max_memory")
-    kw.update(t)
-    spec = SweepSpec(**kw)
-    check_device_dtype(spec.device, spec.dtype)
-    return spec
-
-
 @dataclass(frozen=True)
 class Suite:
     name: str
@@ -233,32 +211,6 @@ class Suite:
     sweeps: tuple[SweepSpec, ...] = ()
     accuracy: tuple[dict[str, Any], ...] = ()  # raw [[accuracy]] tables, parsed by ssmbench.train
     options: dict[str, Any] = field(default_factory=dict, hash=False)
-
-
-def load_suite(path: str | os.PathLike[str]) -> Suite:
-    p = Path(path)
-    if not p.is_file():
-        hint = ""
-        candidate = Path("tasks") / (p.name if p.suffix else f"{p.name}.toml")
-        if candidate.is_file() and candidate != p:
-            hint = f"; did you mean '{candidate}'?"
-        raise SpecError(f"suite file '{path}' not found{hint}")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: invalid TOML: {exc}") from None
-    meta = data.pop("suite", {})
-    sweeps_raw = data.pop("sweep", [])
-    accuracy_raw = data.pop("accuracy", [])
-    if data:
-        raise SpecError(f"{path}: unknown table(s) {', '.join(data)}; expected [suite], [[sweep]], [[accuracy]]")
-    name = meta.get("name", p.stem)
-    sweeps = tuple(replace(_coerce_sweep(t, f"{path} [[sweep]] #{i + 1}"), name=t.get("name", name))
-                   for i, t in enumerate(sweeps_raw))
-    if not sweeps and not accuracy_raw:
-        raise SpecError(f"{path}: no [[sweep]] or [[accuracy]] tables")
-    return Suite(name=name, path=str(p), description=meta.get("description", ""), sweeps=sweeps,
-                 accuracy=tuple(accuracy_raw), options=meta)
 
 
 def resolve_device(device: str) -> str:

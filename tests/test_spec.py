@@ -2,12 +2,12 @@ from pathlib import Path
 
 import pytest
 
+from ssmbench.schema import load_suite
 from ssmbench.spec import (
     ModelSpec,
     SpecError,
     check_device_dtype,
     check_output_dir,
-    load_suite,
     parse_lengths,
     parse_models,
     parse_modes,
@@ -106,7 +106,7 @@ def test_load_suite(tmp_path):
 
 @pytest.mark.parametrize(("body", "match"), [
     ('[[sweep]]\nmodels = "mamba"\nlengths = "64"\nbogus = 1\n', "unknown key"),
-    ('[[sweep]]\nmodels = "mamba"\n', "needs 'models' and 'lengths'"),
+    ('[[sweep]]\nmodels = "mamba"\n', "needs 'lengths'"),
     ('[[sweep]]\nmodels = "mamba"\nlengths = "64"\ndevice = "cpu"\ndtype = "float16"\n', "not supported on cpu"),
     ('[[sweep]\n', "invalid TOML"),
     ('[other]\n', "unknown table"),

@@ -11,6 +11,11 @@ import sys
 
 import typer
 
+try:  # typer >= 0.2x vendors click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older typer with click as a dependency
+    from click.exceptions import UsageError
+
 from ssmbench.cli import accuracy, check, env, generate, models, report, run, sweep
 from ssmbench.cli.common import err_console
 from ssmbench.spec import SpecError
@@ -24,16 +29,32 @@ for command in (sweep.sweep, run.run, accuracy.accuracy, report.report, models.m
 
 
 def main() -> None:
+    from rich.markup import escape
+
     from ssmbench.kernels import BackendUnavailable
     from ssmbench.registry import UnknownName
 
     try:
-        app()
+        # standalone_mode=False: usage errors come back as exceptions, printed below as one line (not a panel)
+        code = app(standalone_mode=False)
     except (SpecError, UnknownName, BackendUnavailable) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `ssmbench`: the help, as click would show it
+            if exc.ctx is not None:
+                exc.ctx.get_help()
+            sys.exit(2)
+        err_console.print(f"[red]error:[/red] {escape(_usage_line(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted: finished cases are saved; run the same command again to resume")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
+def _usage_line(exc: UsageError) -> str:
+    """A click usage error as one line, with where to find help."""
+    message = " ".join(exc.format_message().split())
+    command = exc.ctx.command_path if exc.ctx is not None else "ssmbench"
+    return f"{message} (see `{command} --help`)"

@@ -49,6 +49,10 @@ def check(
         raise SpecError("--update-baseline records --baseline PATH from the unmodified code (no --option)")
     plan = gate.plan_check(suite, rounds=rounds, threshold=threshold, alpha=alpha)
     inject = parse_options(option)
+    if inject:  # validated against the suite's models before anything is measured
+        from ssmbench.schema import check_model_options
+
+        check_model_options("--option", dict(inject), sorted({c.model for c in plan.cases}))
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err_console, transient=True)
     task_id = progress.add_task("calibrating", total=None)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ssmbench.spec import SpecError
 
@@ -76,12 +77,12 @@ def run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retr
         from ssmbench.store import finished_cases
 
         done = len(finished_cases(out))
-        err_console.print(f"interrupted: {done} finished case(s) are saved in {out}; run the same command again "
-                          "to resume")
+        err_console.print(f"interrupted: {done} finished case(s) are saved in {escape(str(out))}; run the same "
+                          "command again to resume", highlight=False)
         raise typer.Exit(130) from None
     skipped = len(summary.outcomes) - len(summary.executed)
     if skipped:
-        err_console.print(f"[dim]{skipped} finished case(s) already in {out} were skipped "
+        err_console.print(f"[dim]{skipped} finished case(s) already in {escape(str(out))} were skipped "
                           "(--force re-runs them, --retry-failed re-runs failures).[/dim]")
     return summary
 
@@ -94,9 +95,9 @@ def print_outcome(con: Console, outcome) -> None:
         med = next((m.value for m in (r.metrics or []) if m.metric == "time" and m.stat == "median"), None)
         acc = next((m.value for m in (r.metrics or []) if m.metric == "accuracy" and m.stat == "train_len"), None)
         detail = format_seconds(med) if med is not None else (f"acc {acc:.3f}" if acc is not None else "")
-        con.print(f"[green]✓[/green] {outcome.case.label()}  {detail}  [dim]({outcome.seconds:.1f} s)[/dim]")
+        con.print(f"[green]✓[/green] {escape(outcome.case.label())}  {detail}  [dim]({outcome.seconds:.1f} s)[/dim]")
     else:
-        con.print(f"[red]✗ {r.status}[/red] {outcome.case.label()}: {r.error}")
+        con.print(f"[red]✗ {r.status}[/red] {escape(outcome.case.label())}: {escape(r.error or '')}", highlight=False)
 
 
 def summary_table(summary) -> None:
@@ -121,7 +122,7 @@ def summary_table(summary) -> None:
     if summary.executed:
         console.print(table)
     failed = summary.failed
-    msg = f"{len(summary.executed)} case(s) run, {failed} failed; results in {summary.root}"
+    msg = escape(f"{len(summary.executed)} case(s) run, {failed} failed; results in {summary.root}")
     console.print(("[red]" if failed else "[green]") + msg + ("[/red]" if failed else "[/green]"))
 
 

@@ -27,22 +27,24 @@ def generate(
     seed: Annotated[int, typer.Option(help="Seed of the random weights and prompt.")] = 0,
 ) -> None:
     """Quick interactive decode check: prefill a random prompt, generate tokens, print TTFT and tokens/s."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from ssmbench.bench.generate import run_generation
     from ssmbench.report.common import format_bytes, format_seconds
-    from ssmbench.spec import check_device_dtype, parse_models, parse_size, resolve_device
+    from ssmbench.schema import Count, Layers, Seed, Width, check_flags, check_model_options
+    from ssmbench.spec import MAX_LENGTH, check_device_dtype, parse_models, parse_size, resolve_device
 
     check_device_dtype(device, dtype)
     specs = parse_models(model)
     if len(specs) != 1:
         raise SpecError(f"generate takes one model (got {len(specs)}); use `ssmbench sweep --mode decode` to compare")
-    length = parse_size(prompt_len, "prompt length")
-    for name, value in (("--new-tokens", new_tokens), ("--batch", batch), ("--d-model", d_model),
-                        ("--n-layers", n_layers)):
-        if value < 1:
-            raise SpecError(f"{name} must be >= 1 (got {value})")
+    length = parse_size(prompt_len, "prompt length", limit=MAX_LENGTH)
+    check_flags(new_tokens=(Count, new_tokens), batch=(Count, batch), d_model=(Width, d_model),
+                n_layers=(Layers, n_layers), seed=(Seed, seed))
+    options = dict(parse_options(option))
+    check_model_options("--option", options, [specs[0].name], d_model=d_model, n_layers=n_layers, strict=True)
     dev = resolve_device(device)
     if cuda_graphs and dev != "cuda":
         raise SpecError("--cuda-graphs needs a CUDA device (--device cuda)")
@@ -54,10 +56,21 @@ def generate(
         def on_token(i: int) -> None:
             progress.update(task, completed=i + 1, description="decoding")
 
-        res, info = run_generation(specs[0].name, backend=specs[0].backend, prompt_len=length,
-                                   new_tokens=new_tokens, batch=batch, device=dev, dtype=dtype, d_model=d_model,
-                                   n_layers=n_layers, options=dict(parse_options(option)), cuda_graphs=cuda_graphs,
-                                   seed=seed, on_token=on_token)
+        try:
+            res, info = run_generation(specs[0].name, backend=specs[0].backend, prompt_len=length,
+                                       new_tokens=new_tokens, batch=batch, device=dev, dtype=dtype, d_model=d_model,
+                                       n_layers=n_layers, options=options, cuda_graphs=cuda_graphs,
+                                       seed=seed, on_token=on_token)
+        except (MemoryError, RuntimeError) as exc:  # out of memory at this size: one line, not a traceback
+            from ssmbench.engine.worker import classify
+
+            status, message, _ = classify(exc)
+            if status != "oom":
+                raise
+            progress.stop()
+            err_console.print(f"[red]out of memory[/red] at prompt length {length}, batch {batch}: "
+                              f"{escape(message)}; try a shorter --prompt-len or a smaller --batch", highlight=False)
+            raise typer.Exit(1) from None
     table = Table(title=f"{specs[0]} generate on {dev} ({dtype}), d_model {info['d_model']}, "
                         f"{info['n_layers']} layers, {info['params']:,} params, batch {batch}")
     table.add_column("measure")

@@ -29,6 +29,9 @@ def models(
     n_layers: Annotated[int, typer.Option(help="Layers for the parameter counts.")] = 2,
 ) -> None:
     """List the registered model families, their backends and parameter counts."""
+    from ssmbench.schema import Layers, Width, check_flags
+
+    check_flags(d_model=(Width, d_model), n_layers=(Layers, n_layers))
     from rich.table import Table
 
     from ssmbench.models import count_params, make_config
@@ -43,7 +46,7 @@ def models(
         try:
             config = make_config(entry.name, d_model=d_model, n_layers=n_layers)
             params, d_state = f"{count_params(config):,}", str(config.state_dim or "–")
-        except (ImportError, ValueError, RuntimeError) as exc:
+        except (ImportError, ValueError, RuntimeError, ZeroDivisionError) as exc:  # a width the family can't take
             params, d_state = f"[red]{type(exc).__name__}[/red]", "–"
         backends = [_backend_cell(op) for op in entry.ops]
         table.add_row(entry.name, ", ".join(entry.aliases), params, d_state, entry.summary, "\n".join(backends))

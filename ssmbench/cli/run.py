@@ -26,7 +26,7 @@ def run(
     skip_after_oom: SkipAfterOom = True,
 ) -> None:
     """Run a declarative suite file (tasks/*.toml): its sweep and accuracy tables."""
-    from ssmbench.spec import load_suite
+    from ssmbench.schema import load_suite
 
     s = load_suite(suite)
     extra = []

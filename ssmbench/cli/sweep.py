@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from ssmbench.cli.common import MaxMemory, ResultsDir, Shard, SkipAfterOom, parse_options, run_sweeps, slurm_options
-from ssmbench.spec import SpecError
 
 
 def sweep(
@@ -51,29 +50,14 @@ def sweep(
     skip_after_oom: SkipAfterOom = True,
 ) -> None:
     """Time and measure memory of models over a sweep of sequence lengths."""
-    from ssmbench.spec import (
-        SweepSpec,
-        check_device_dtype,
-        parse_int_list,
-        parse_lengths,
-        parse_models,
-        parse_modes,
-        parse_size,
-    )
+    from ssmbench.schema import sweep_from_flags
 
-    check_device_dtype(device, dtype)
-    for name, value in (("--samples", samples), ("--d-model", d_model), ("--n-layers", n_layers),
-                        ("--vocab-size", vocab_size), ("--decode-tokens", decode_tokens)):
-        if value < 1:
-            raise SpecError(f"{name} must be >= 1 (got {value})")
-    if timeout <= 0 or budget < 0 or warmup < 0 or threads < 0:
-        raise SpecError("--timeout must be > 0; --budget, --warmup and --threads must be >= 0")
-    spec = SweepSpec(models=parse_models(models), lengths=parse_lengths(lengths), modes=parse_modes(mode),
-                     device=device, dtype=dtype, tokens=parse_size(tokens, "token count"),
-                     batches=parse_int_list(batch, "batch") if batch else (), d_model=d_model, n_layers=n_layers,
-                     vocab_size=vocab_size, model_options=parse_options(option), match_params=match_params,
-                     warmup=warmup, samples=samples, budget_s=budget, decode_tokens=decode_tokens,
-                     timeout_s=timeout, threads=threads)
+    # The same schema as a suite's [[sweep]] table: one set of rules for flags and files.
+    spec = sweep_from_flags(models=models, lengths=lengths, modes=mode, device=device, dtype=dtype, tokens=tokens,
+                            batches=batch, d_model=d_model, n_layers=n_layers, vocab_size=vocab_size,
+                            model_options=dict(parse_options(option)), match_params=match_params, warmup=warmup,
+                            samples=samples, budget_s=budget, decode_tokens=decode_tokens, timeout_s=timeout,
+                            threads=threads)
     run_sweeps([spec], out, force=force, retry_failed=retry_failed, dry_run=dry_run, in_process=in_process,
                 command=" ".join(["ssmbench", *sys.argv[1:]]), executor=executor, gpus=gpus,
                 slurm=slurm_options(out, slurm_partition, slurm_jobs, timeout), shard=shard, max_memory=max_memory,

@@ -69,7 +69,7 @@ def plan_check(suite_path: str | os.PathLike[str], *, rounds: int | None = None,
                alpha: float = 0.01) -> CheckPlan:
     """The suite's speed cases and the gate's settings (CLI value, else the suite's ``[suite]`` value, else default)."""
     from ssmbench.engine.runner import plan_sweep
-    from ssmbench.spec import load_suite
+    from ssmbench.schema import load_suite
 
     suite = load_suite(suite_path)
     cases = tuple(dict.fromkeys(c for s in suite.sweeps for c in plan_sweep(s) if c.kind == "speed"))

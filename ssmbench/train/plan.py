@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ssmbench.case import Case
+from ssmbench.schema import check_keys, check_model_options
 from ssmbench.spec import SpecError, check_device_dtype, parse_lengths, parse_models
 
 # Every key an [[accuracy]] table (or the `ssmbench accuracy` command) accepts, with its default.
@@ -154,14 +155,7 @@ def plan_accuracy(table: Mapping[str, Any], where: str = "accuracy") -> list[Cas
     from ssmbench.registry import TASKS, UnknownName
     from ssmbench.spec import resolve_device
 
-    if not isinstance(table, Mapping):
-        raise SpecError(f"{where}: expected a table of keys, got {type(table).__name__}")
-    unknown = sorted(set(table) - set(TABLE_KEYS))
-    if unknown:
-        raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(TABLE_KEYS))}")
-    for key in ("task", "models"):
-        if key not in table:
-            raise SpecError(f"{where}: needs '{key}' (e.g. task = \"mqar\", models = \"transformer,mamba\")")
+    check_keys(where, table, TABLE_KEYS, required=("task", "models"))  # the shared schema's key check
     t = {**TABLE_KEYS, **{k: v for k, v in table.items() if v is not None}}
     try:
         task = TASKS.load(str(t["task"]))
@@ -185,6 +179,9 @@ def plan_accuracy(table: Mapping[str, Any], where: str = "accuracy") -> list[Cas
     names = [m.name for m in models]
     lr = _lr_per_model(where, t["lr"], names)
     model_options = _model_options(where, t["model_options"], names)
+    for m in names:  # option values against the config fields' types and ranges (the shared schema's rule)
+        check_model_options(f"{where}: model_options", model_options[m], [m], d_model=t["d_model"],
+                            n_layers=t["n_layers"])
     params = {**task.defaults, **t["params"]}
     vocab = None
     for seq_len in sorted(set(lengths) | set(eval_lengths)):

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ssmbench.models import make_config
-from ssmbench.spec import SpecError, load_suite
+from ssmbench.schema import load_suite
+from ssmbench.spec import SpecError
 from ssmbench.train.loop import lr_factor, param_groups, run_accuracy_case, supervised_loss
 from ssmbench.train.plan import plan_accuracy, plan_accuracy_tables, task_params
 
@@ -182,7 +183,7 @@ BAD = [
     ({"task": "mqar"}, "needs 'models'"),
     ({"task": "mqarr", "models": "transformer"}, "did you mean 'mqar'"),
     ({"task": "mqar", "models": "transformr"}, "unknown model"),
-    ({"task": "mqar", "models": "transformer", "stepz": 3}, "unknown key(s) stepz"),
+    ({"task": "mqar", "models": "transformer", "stepz": 3}, "unknown key 'stepz'; did you mean 'steps'?"),
     ({"task": "mqar", "models": "transformer", "lengths": "64..abc"}, "lengths"),
     ({"task": "mqar", "models": "transformer", "steps": 0}, "steps must be an integer >= 1"),
     ({"task": "mqar", "models": "transformer", "steps": 1.5}, "steps must be an integer"),
