@@ -43,6 +43,13 @@ def causal_conv1d_step(x_t, conv_state, weight, bias=None, activation=None):
     return _activate(y, activation)
 
 
+def fill_conv_state(conv_state, x):
+    """Set a decode conv state (b, d, w) to what ``causal_conv1d_step`` would hold after the inputs x (b, d, l):
+    the last w inputs, oldest first, zeros before the sequence's start (when l < w)."""
+    width, length = conv_state.shape[-1], x.shape[-1]
+    conv_state.copy_(F.pad(x[..., -width:], (max(0, width - length), 0)))
+
+
 def probe_upstream() -> str | None:
     try:
         import causal_conv1d  # noqa: F401

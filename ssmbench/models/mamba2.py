@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmbench import kernels
-from ssmbench.kernels.conv import causal_conv1d_step
+from ssmbench.kernels.conv import causal_conv1d_step, fill_conv_state
 from ssmbench.kernels.mamba2 import default_chunk_size
 from ssmbench.models.blocks import SequenceModel, interleave
 from ssmbench.models.configs import Mamba2Config, resolve_headdim
@@ -93,9 +93,7 @@ class Mamba2Mixer(nn.Module):
     def prefill(self, hidden: torch.Tensor, cache: dict) -> torch.Tensor:
         """Parallel forward over a prompt (b, l, d_model) from an empty cache; leaves the state after token l."""
         out, xbc_in, final = self._mix(hidden, return_state=True)
-        # The conv state holds the last d_conv conv *inputs*, oldest first; zeros before the prompt's start.
-        w, length = self.d_conv, xbc_in.shape[-1]
-        cache["conv"].copy_(F.pad(xbc_in[..., -w:], (max(0, w - length), 0)))
+        fill_conv_state(cache["conv"], xbc_in)  # the last d_conv conv *inputs*, as the decode step keeps them
         cache["ssm"].copy_(final)
         return out
 
