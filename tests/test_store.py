@@ -1,6 +1,11 @@
 import math
+import signal
+import subprocess
+import sys
 
 import pandas as pd
+import pyarrow.parquet as pq
+import pytest
 
 from ssmbench import store
 from ssmbench.store import CaseResult, Metric
@@ -58,3 +63,49 @@ def test_load_empty(tmp_path):
 def test_case_id_ignores_timeout_but_not_size(tiny_case):
     assert tiny_case(timeout_s=1).case_id == tiny_case(timeout_s=2).case_id
     assert tiny_case(seq_len=16).case_id != tiny_case(seq_len=32).case_id
+
+
+KILLED_WRITER = """
+import os, signal, sys
+import pyarrow.parquet as pq
+from ssmbench import store
+from ssmbench.case import Case
+from ssmbench.store import CaseResult, Metric
+
+where = sys.argv[1]
+real_write, real_replace = pq.write_table, os.replace
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def write_half_then_die(table, target, **kw):  # killed while writing: half a file on disk
+    real_write(table, target, **kw)
+    with open(target, "r+b") as f:
+        f.truncate(os.path.getsize(target) // 2)
+    die()
+
+def die_before_rename(src, dst):  # killed after the write, before the rename
+    die()
+
+if where == "write":
+    pq.write_table = write_half_then_die
+else:
+    os.replace = die_before_rename
+case = Case.from_dict(__import__("json").loads(sys.argv[3]))
+store.write_case(sys.argv[2], "second", case, CaseResult(metrics=[Metric("time", "median", 9.0, "s")]))
+"""
+
+
+@pytest.mark.parametrize("where", ["write", "rename"])
+def test_a_writer_killed_mid_write_leaves_the_previous_part_whole(tmp_path, tiny_case, where):
+    """A writer SIGKILLed while writing or before its rename: the case's part is the previous, whole one."""
+    case = tiny_case()
+    store.write_case(tmp_path, "first", case, _ok(0.5))
+    r = subprocess.run([sys.executable, "-c", KILLED_WRITER, where, str(tmp_path), case.to_json()],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert pq.read_table(tmp_path / "parts" / f"{case.case_id}.parquet").num_rows == 2  # whole, not half
+    df = store.load(tmp_path)
+    assert set(df.run_id) == {"first"} and store.finished_cases(tmp_path) == {case.case_id: "ok"}
+    # the killed writer's temporary file is invisible to readers
+    assert [p.name.startswith(".") for p in (tmp_path / "parts").iterdir()].count(False) == 1
