@@ -16,12 +16,15 @@ def check(
     baseline: Annotated[Path | None, typer.Option(help="Stored baseline (Parquet) to compare with.")] = None,
     suite: Annotated[Path, typer.Option(help="Suite whose speed cases are measured.")] = Path("tasks/ci.toml"),
     against: Annotated[str | None, typer.Option(help="Git ref measured in this job instead of a stored baseline "
-                                                "(temporary worktree, interleaved rounds).")] = None,
+                                                "(temporary worktree, interleaved rounds, each case stopped once "
+                                                "decided); sees slowdowns of code every model shares.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Slowdown that fails, e.g. 0.10 = 10% (default: the "
                                                     "suite file's threshold, else 0.10).")] = None,
-    alpha: Annotated[float, typer.Option(help="Significance level of the one-sided rank test.")] = 0.01,
-    rounds: Annotated[int | None, typer.Option(help="Rounds per case and side (default: the suite's, else 10).")]
-    = None,
+    alpha: Annotated[float, typer.Option(help="Significance level of the one-sided rank test (per case with "
+                                         "--baseline; with --against for the whole suite, spent over cases and "
+                                         "looks).")] = 0.01,
+    rounds: Annotated[int | None, typer.Option(help="Rounds per case and side (default: the suite's, else 10); "
+                                               "--against: up to twice this, stopping once decided.")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", help="Model option KEY=VALUE injected into the "
                                                      "measured code only, e.g. work_factor=1.5 (slows the test "
                                                      "model 'faulty').")] = None,
@@ -30,7 +33,8 @@ def check(
                                                  "$GITHUB_STEP_SUMMARY when that is set).")] = None,
     force: Annotated[bool, typer.Option(help="Compare even if the machine calibration moved more than 2x.")]
     = False,
-    remeasure: Annotated[bool, typer.Option(help="Re-measure suspected regressions before reporting them.")] = True,
+    remeasure: Annotated[bool, typer.Option(help="Re-measure suspected regressions before reporting them "
+                                            "(--baseline; --against decides sequentially).")] = True,
     normalize: Annotated[str, typer.Option(help="How baseline times are scaled to this machine: suite (= auto: by "
                                            "the median ratio of the suite's cases; robust to load, blind to "
                                            "changes that slow every case alike), calibration, or none.")]
@@ -41,6 +45,7 @@ def check(
     from rich.table import Table
 
     from ssmbench.gate import run as gate
+    from ssmbench.gate.ab import run_against_ref
     from ssmbench.gate.summary import headline, publish_markdown, render_markdown, summary_rows
 
     if (baseline is None) == (against is None):
@@ -72,7 +77,7 @@ def check(
             result = gate.run_against_baseline(plan, baseline, inject=inject, force=force, remeasure=remeasure,
                                                normalize=normalize, on_progress=on_progress)
         else:
-            result = gate.run_against_ref(plan, against, inject=inject, remeasure=remeasure, on_progress=on_progress)
+            result = run_against_ref(plan, against, inject=inject, remeasure=remeasure, on_progress=on_progress)
     if update_baseline:
         console.print(f"[green]baseline written: {path}[/green] ({len(plan.cases)} cases x {plan.rounds} rounds; "
                       f"calibration matmul {cal.matmul_s * 1e3:.2f} ms, memory {cal.memory_s * 1e3:.2f} ms)")

@@ -2,19 +2,22 @@
 
 Two ways to get a reference to compare the code under test ("head") with:
 
-- a stored baseline (``--baseline results/baselines/ci.parquet``, format in ``check_baseline.py``): per-case
-  samples recorded earlier, with the recording machine's calibration (``calibrate.py``); baseline times are scaled
-  by how much slower this machine is (``--normalize``: by the calibration when recorded elsewhere, or by the suite's
-  median ratio, which also absorbs the load of a shared machine);
-- a git ref (``--against REF``): the ref is checked out in a temporary ``git worktree`` and measured in the same
-  job, its worker importing the worktree's code (PYTHONPATH), base and head interleaved round by round (ABBA).
+- a git ref (``--against REF``, what CI runs): the ref is checked out in a temporary ``git worktree`` and measured
+  in the same job, its worker importing the worktree's code (PYTHONPATH), base and head interleaved round by round
+  (ABBA), each case stopped as soon as it is decided (sequential testing, ``ab.py`` and ``sequential.py``). It sees
+  every kind of regression, including one in code every model shares;
+- a stored baseline (``--baseline results/baselines/ci.parquet``, format in ``baseline.py``): per-case samples
+  recorded earlier, with the recording machine's calibration (``calibrate.py``); baseline times are scaled by how
+  much slower this machine is (``--normalize``: by the calibration, or by the suite's median ratio, the default,
+  which also absorbs the load of a shared machine and with it any change that slows every case alike: that blind
+  spot is printed with every such result, BLIND_SPOT). For local use and runners without git history.
 
-Measurement: R rounds; in each round every case runs once per side in a persistent worker; one number per
+Measurement: rounds; in each round every case runs once per side in a persistent worker; one number per
 (round, case, side) = the fastest of the case's few timed samples. Rounds spread each case over the whole run, so a
 burst of load on a shared machine hits one round of every case instead of every sample of one case.
 
-Verdicts (``check_stats.verdict``): a case is a regression when its time ratio exceeds 1 + threshold AND a
-one-sided rank test is significant AND the bootstrap CI excludes 1. Suspects (ratio beyond the threshold) are
+Verdicts against a baseline (``stats.verdict``): a case is a regression when its time ratio exceeds 1 + threshold
+AND a one-sided rank test is significant AND the bootstrap CI excludes 1. Suspects (ratio beyond the threshold) are
 re-measured with twice the rounds and judged on the fresh samples only, so one bad stretch of load cannot fail CI.
 """
 
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,7 +35,7 @@ from ssmbench.case import Case
 from ssmbench.gate import stats as check_stats
 from ssmbench.gate.baseline import case_key, check_compatible, read_baseline, write_baseline
 from ssmbench.gate.calibrate import Calibration, Normalisation, combine, measure_calibration, normalisation
-from ssmbench.gate.worktree import git_worktree, worker_module
+from ssmbench.gate.worktree import IncompatibleCase, base_payload, start_worker
 from ssmbench.spec import SpecError, Suite
 
 DEFAULT_ROUNDS = 10
@@ -46,6 +48,11 @@ NORMALIZE_MODES = ("auto", "calibration", "suite", "none")
 SUITE_CONTROLS = 6
 
 Progress = Callable[[int, int, str], None]
+# What the baseline mode cannot see, said in every --normalize suite result (the CI workflow runs --against).
+BLIND_SPOT = ("⚠️ blind spot of --baseline with --normalize suite: a regression that slows every case alike (code "
+              "all models share: residual block, norm, embedding, LM head, timer, runner) is divided out with the "
+              "machine's speed and cannot fail this check; gate such changes with --against REF (the CI workflow "
+              "does)")
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,12 @@ class CheckPlan:
     @property
     def threads(self) -> int:
         return self.cases[0].threads
+
+    @property
+    def ab_max_rounds(self) -> int:
+        """Most rounds a case runs with --against (the sequential design usually stops far earlier); twice
+        ``rounds``, as the fixed design's re-measurement of a suspect used to take."""
+        return 2 * self.rounds
 
 
 def plan_check(suite_path: str | os.PathLike[str], *, rounds: int | None = None, threshold: float | None = None,
@@ -91,18 +104,35 @@ def plan_check(suite_path: str | os.PathLike[str], *, rounds: int | None = None,
 
 @dataclass(frozen=True)
 class Side:
-    """Where one side's cases run: its worker's environment, and model options injected into its cases."""
+    """Where one side's cases run: its worker's environment, and model options injected into its cases.
+
+    ``case_fields``: the ``Case`` fields the side's worker knows (an older ref's, ``worktree.case_fields``); cases
+    are sent restricted to them (``worktree.base_payload``). None: the worker is this code's.
+    """
 
     name: str  # "base" | "head"
     env: dict[str, str] | None = None
     options: tuple[tuple[str, Any], ...] = ()
     worker_module: str = "ssmbench.engine.worker"
+    case_fields: frozenset[str] | None = None
 
     def apply(self, case: Case) -> Case:
         if not self.options:
             return case
         merged = dict(case.model_options) | dict(self.options)
         return replace(case, model_options=tuple(sorted(merged.items())))
+
+    def incompatibility(self, case: Case) -> str | None:
+        """Why this side's worker cannot run ``case`` (a field its Case lacks), or None."""
+        try:
+            base_payload(self.apply(case), self.case_fields)
+        except IncompatibleCase as exc:
+            return str(exc)
+        return None
+
+    def start(self) -> Any:
+        """A persistent worker for this side (it starts importing torch at once; see :func:`measure_rounds`)."""
+        return start_worker(self.env, self.worker_module, self.case_fields)
 
 
 @dataclass
@@ -121,16 +151,29 @@ def _round_time(result: Any) -> float:
 
 
 def measure_rounds(cases: Sequence[Case], sides: Sequence[Side], rounds: int,
-                   on_progress: Progress | None = None, probe: Callable[[], object] | None = None) -> Measurements:
+                   on_progress: Progress | None = None, probe: Callable[[], object] | None = None,
+                   workers: dict[str, Any] | None = None) -> Measurements:
     """``rounds`` x every case x every side, interleaved: round r runs each case on the sides in ABAB order for
     even r and BABA for odd r. A case that fails on any side is not run again. ``probe`` (the calibration) runs
-    at the start of every round, so it sees the same stretches of machine load as the cases."""
-    from ssmbench.engine.runner import WorkerProcess
+    at the start of every round, so it sees the same stretches of machine load as the cases.
 
+    ``workers`` (side name -> worker): warm workers kept by the caller across calls (it closes them); without it
+    the workers live for this call. Every side's worker is started before the first case, so that their
+    interpreters and torch imports overlap.
+    """
     out = Measurements()
-    workers: dict[str, WorkerProcess] = {}
+    own = workers is None
+    pool: dict[str, Any] = {} if workers is None else workers
     total, done = rounds * len(cases) * len(sides), 0
     try:
+        for side in sides:
+            if side.name not in pool:
+                pool[side.name] = side.start()
+        for case in cases:  # a case one side's worker cannot take is reported, not run
+            for side in sides:
+                why = side.incompatibility(case)
+                if why:
+                    out.errors[(side.name, case_key(case))] = f"error: {why}"
         for r in range(rounds):
             if probe is not None:
                 probe()
@@ -143,12 +186,12 @@ def measure_rounds(cases: Sequence[Case], sides: Sequence[Side], rounds: int,
                         continue
                     if on_progress:
                         on_progress(done - 1, total, f"round {r + 1}/{rounds} {side.name}: {case.label()}")
-                    worker = workers.get(side.name) or WorkerProcess(env=side.env, module=side.worker_module)
-                    workers[side.name] = worker
+                    worker = pool.get(side.name) or side.start()
+                    pool[side.name] = worker
                     result, restart = worker.run(side.apply(case))
                     if restart:
                         worker.kill()
-                        workers.pop(side.name)
+                        pool.pop(side.name)
                     if result.status != "ok":
                         out.errors[(side.name, key)] = f"{result.status}: {result.error}"
                         continue
@@ -156,8 +199,9 @@ def measure_rounds(cases: Sequence[Case], sides: Sequence[Side], rounds: int,
         if on_progress:
             on_progress(total, total, "done")
     finally:
-        for worker in workers.values():
-            worker.close()
+        if own:
+            for worker in pool.values():
+                worker.close()
     return out
 
 
@@ -174,6 +218,7 @@ class CaseCheck:
     verdict: str = "ok"  # regression | unsure | ok | faster | failed | new
     error: str = ""
     first_verdict: str | None = None  # the verdict before re-measurement, when re-measured
+    rounds: int = 0  # --against: the rounds after which the sequential test decided the case
 
 
 @dataclass
@@ -309,6 +354,8 @@ def run_against_baseline(plan: CheckPlan, baseline_path: str | os.PathLike[str],
     if normalize == "none" and norm.worst_shift() > MAX_CALIBRATION_SHIFT:
         notes.append(f"the calibration differs {norm.worst_shift():.2f}x from the baseline's on this same machine: "
                      "its load differs from when the baseline was recorded, so the verdicts are less reliable")
+    if normalize == "suite":
+        notes.append(BLIND_SPOT)
     if normalize == "suite" and norm.suite_ratio > norm.measured_factor * (1 + plan.threshold):
         notes.append(f"⚠️ the whole suite is x{norm.suite_ratio / norm.measured_factor:.2f} slower than the "
                      "calibration predicts: load the calibration missed, or a change that slows every case alike, "
@@ -347,26 +394,3 @@ def record_baseline(plan: CheckPlan, path: str | os.PathLike[str], *, command: s
     out = write_baseline(path, suite=plan.suite.name, suite_path=plan.suite.path, cases=plan.cases, samples=samples,
                          rounds=plan.rounds, calibration=calibration, command=command)
     return out, meas, calibration
-
-
-# ------------------------------------------------------------------------------------------------ --against REF
-
-
-def run_against_ref(plan: CheckPlan, ref: str, *, inject: tuple[tuple[str, Any], ...] = (), remeasure: bool = True,
-                    repo: str | os.PathLike[str] = ".", on_progress: Progress | None = None) -> CheckResult:
-    """Measure ``ref`` (in a worktree) and the working tree interleaved in this job; paired statistics."""
-    t0 = time.perf_counter()
-    _check_power(plan, plan.rounds, paired=True)
-    with git_worktree(ref, repo) as (tree, sha):
-        pythonpath = os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH", "")) if p)
-        # PYTHONSAFEPATH: ``python -m`` must not put the caller's directory (maybe the head checkout) first
-        base = Side("base", env={"PYTHONPATH": pythonpath, "PYTHONSAFEPATH": "1"},
-                    worker_module=worker_module(tree) or "ssmbench.engine.worker")
-        head = Side("head", options=inject)
-        meas = measure_rounds(plan.cases, [base, head], plan.rounds, on_progress)
-        checks = _collect(plan, meas, lambda key: meas.values.get(("base", key)), paired=True)
-        if remeasure:
-            _remeasure(plan, checks, [base, head], True, None, on_progress)
-    notes = [f"base = {ref} ({sha[:12]}) checked out in a temporary worktree; head = the working tree; both run "
-             f"by {sys.executable}, interleaved round by round"]
-    return CheckResult("against", plan, f"{ref} ({sha[:12]})", checks, None, notes, time.perf_counter() - t0)

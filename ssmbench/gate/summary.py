@@ -24,6 +24,8 @@ def summary_rows(result: CheckResult) -> list[dict[str, str]]:
         verdict = _MARKS.get(c.verdict, c.verdict)
         if c.first_verdict is not None:
             verdict += f" (re-measured; was {c.first_verdict})"
+        if c.rounds:
+            verdict += f" ({c.rounds} rounds)"
         if c.error:
             verdict += f": {c.error[:120]}"
         rows.append({"case": c.label, "baseline": format_seconds(median(c.base)) if c.base else "–",
@@ -44,8 +46,10 @@ def headline(result: CheckResult) -> str:
 def render_markdown(result: CheckResult) -> str:
     plan = result.plan
     ref = "baseline" if result.mode == "baseline" else "base"
+    rounds = (f"up to {plan.ab_max_rounds} rounds per case (sequential)" if result.mode == "against"
+              else f"{plan.rounds} rounds")
     lines = [f"## ssmbench check: {headline(result)}", "",
-             f"Suite `{plan.suite.name}` ({len(plan.cases)} cases on {plan.device}), {plan.rounds} rounds, "
+             f"Suite `{plan.suite.name}` ({len(plan.cases)} cases on {plan.device}), {rounds}, "
              f"threshold +{plan.threshold:.0%}, α = {plan.alpha:g}; reference: {result.reference}.", ""]
     if result.normalisation is not None:
         lines += [f"Normalisation: {result.normalisation.describe()}.", ""]
@@ -53,12 +57,16 @@ def render_markdown(result: CheckResult) -> str:
     for r in summary_rows(result):
         lines.append(f"| {r['case']} | {r['baseline']} | {r['current']} | {r['ratio']} | {r['ci']} | {r['p']} | "
                      f"{r['verdict'].replace('|', '/')} |")
-    method = ("median of per-round ratios, Wilcoxon signed-rank" if result.mode == "against"
-              else "ratio of medians, Mann-Whitney U")
+    if result.mode == "against":
+        method = "median of per-round ratios, Wilcoxon signed-rank"
+        rule = (f"p below the level spent at its look (--alpha {plan.alpha:g} bounds false alarms over the whole "
+                "suite) and a CI above 1; a case stops once decided")
+    else:
+        method = "ratio of medians, Mann-Whitney U"
+        rule = f"p < {plan.alpha:g} and a CI above 1, confirmed by re-measurement"
     lines += ["", f"Ratio = time of the current code / {ref} (> 1: slower; {method} one-sided p); a "
-              f"regression needs ratio > {1 + plan.threshold:.2f}, p < {plan.alpha:g} and a CI above 1, "
-              f"confirmed by re-measurement. Geometric mean of the ratios: {result.geomean_ratio:.3f}. "
-              f"Wall time {result.seconds:.0f} s.", ""]
+              f"regression needs ratio > {1 + plan.threshold:.2f}, {rule}. Geometric mean of the ratios: "
+              f"{result.geomean_ratio:.3f}. Wall time {result.seconds:.0f} s.", ""]
     lines += [f"- {n}" for n in result.notes]
     return "\n".join(lines) + "\n"
 
