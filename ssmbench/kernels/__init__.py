@@ -128,12 +128,13 @@ def s4_kernel(dt, A, B, C, L: int, P=None, mode: str = "diag", backend: str = "a
     """S4 convolution kernel K (h, L), real. dt: (h,); A, B, C, P: (h, n/2) complex (conjugate pairs kept once).
 
     mode "diag": S4D with ZOH; mode "dplr": S4 with bilinear discretisation of A = Λ − P P* (pass Λ as A).
-    "auto" runs the fast backend of the mode (vandermonde / cauchy).
+    "auto" runs the fastest available backend of the mode (vandermonde / cauchy_compiled > cauchy).
     """
     if backend == "auto":
         from ssmbench.kernels.s4 import AUTO_BY_MODE
 
-        backend = AUTO_BY_MODE.get(mode, backend)
+        usable = {b.name for b in backends("s4_kernel", dt.device.type) if b.available}
+        backend = next((name for name in AUTO_BY_MODE.get(mode, ()) if name in usable), backend)
     _, fn = dispatch("s4_kernel", backend, dt.device.type)
     return fn(dt, A, B, C, L, P=P, mode=mode)
 

@@ -194,10 +194,10 @@ class HybridConfig(ModelConfig):
         return out
 
 
-def check_s4(d_state: int, dt_min: float, dt_max: float, backend: str, wrong_backend: str) -> None:
-    if backend == wrong_backend:
-        raise ValueError(f"s4_kernel backend '{wrong_backend}' computes the other S4 variant's kernel; "
-                         "use 'auto', 'vandermonde' (S4D), 'cauchy' (S4-DPLR) or 'reference'")
+def check_s4(d_state: int, dt_min: float, dt_max: float, backend: str, wrong: tuple[str, ...]) -> None:
+    if backend in wrong:
+        raise ValueError(f"s4_kernel backend '{backend}' computes the other S4 variant's kernel; use 'auto', "
+                         "'vandermonde' (S4D), 'cauchy_compiled' / 'cauchy' / 'cauchy_naive' (S4-DPLR) or 'reference'")
     if d_state < 2 or d_state % 2:
         raise ValueError(f"d_state={d_state} must be even (stored as d_state/2 complex conjugate pairs)")
     if not 0 < dt_min <= dt_max:
@@ -226,7 +226,7 @@ class S4Config(ModelConfig):
     conv_backend: str = "auto"  # fft_conv backend: fft (auto) | direct
 
     def __post_init__(self) -> None:
-        check_s4(self.d_state, self.dt_min, self.dt_max, self.backend, wrong_backend="cauchy")
+        check_s4(self.d_state, self.dt_min, self.dt_max, self.backend, wrong=("cauchy", "cauchy_compiled", "cauchy_naive"))
         if self.init not in ("lin", "inv"):
             raise ValueError(f"unknown S4D init '{self.init}'; known: lin, inv")
 
@@ -242,14 +242,14 @@ class S4DPLRConfig(ModelConfig):
     d_model: int = 256
     n_layers: int = 2
     vocab_size: int = 256
-    backend: str = "auto"  # s4_kernel backend: cauchy (auto) | reference
+    backend: str = "auto"  # s4_kernel backend: cauchy_compiled > cauchy (auto) | cauchy_naive | reference
     d_state: int = 64  # real state size per channel (32 complex pairs)
     dt_min: float = 1e-3
     dt_max: float = 1e-1
     conv_backend: str = "auto"  # fft_conv backend: fft (auto) | direct
 
     def __post_init__(self) -> None:
-        check_s4(self.d_state, self.dt_min, self.dt_max, self.backend, wrong_backend="vandermonde")
+        check_s4(self.d_state, self.dt_min, self.dt_max, self.backend, wrong=("vandermonde",))
 
     def mixer_params(self) -> list[int]:
         return [s4_layer_params(self.d_model, self.d_state, dplr=True)] * self.n_layers

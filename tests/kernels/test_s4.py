@@ -71,30 +71,64 @@ def test_s4d_vandermonde_float32(L: int) -> None:
     torch.testing.assert_close(out.double(), ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item())
 
 
+CAUCHY = ("cauchy", "cauchy_compiled", "cauchy_naive")
+
+
+def usable(backend: str) -> str:
+    """The backend name, or a skip when it cannot run here (cauchy_compiled needs a C++ toolchain)."""
+    status = {b.name: b for b in kernels.backends("s4_kernel", "cpu")}[backend]
+    if not status.available:
+        pytest.skip(f"{backend}: {status.reason}")
+    return backend
+
+
+@pytest.mark.parametrize("backend", CAUCHY)
 @pytest.mark.parametrize("L", [1, 5, 16, 33], ids=lambda v: f"L{v}")
 @pytest.mark.parametrize("N", [2, 4, 8], ids=lambda v: f"N{v}")
-def test_dplr_cauchy_matches_dense_recurrence(N: int, L: int) -> None:
+def test_dplr_cauchy_matches_dense_recurrence(N: int, L: int, backend: str) -> None:
     p = make_params(3, N, "dplr", seed=N + L)
     ref = kernel(p, L, "dplr", "reference")
-    out = kernel(p, L, "dplr", "cauchy")
+    out = kernel(p, L, "dplr", usable(backend))
     assert out.shape == (3, L)
     torch.testing.assert_close(out, ref, **F64)
 
 
+@pytest.mark.parametrize("backend", CAUCHY)
 @pytest.mark.parametrize("L", [64, 200], ids=lambda v: f"L{v}")
-def test_dplr_cauchy_matches_dense_recurrence_n64(L: int) -> None:
+def test_dplr_cauchy_matches_dense_recurrence_n64(L: int, backend: str) -> None:
     p = make_params(2, 64, "dplr", dt_range=(1e-3, 1e-1), seed=L)
     ref = kernel(p, L, "dplr", "reference")
-    torch.testing.assert_close(kernel(p, L, "dplr"), ref, rtol=1e-8, atol=1e-10 * ref.abs().max().item())
+    torch.testing.assert_close(kernel(p, L, "dplr", usable(backend)), ref, rtol=1e-8,
+                               atol=1e-10 * ref.abs().max().item())
 
 
-def test_dplr_float32_close_to_float64() -> None:
+@pytest.mark.parametrize("backend", CAUCHY)
+def test_dplr_float32_close_to_float64(backend: str) -> None:
     p64 = make_params(4, 64, "dplr", dt_range=(1e-3, 1e-1))
     p32 = {k: v.to(torch.complex64 if v.is_complex() else torch.float32) for k, v in p64.items()}
-    ref = kernel(p64, 512, "dplr")
-    out = kernel(p32, 512, "dplr")
+    ref = kernel(p64, 512, "dplr", "reference")
+    out = kernel(p32, 512, "dplr", usable(backend))
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.double(), ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("backend", ["cauchy", "cauchy_compiled"])
+def test_dplr_backward_saves_no_per_frequency_reciprocals(backend: str) -> None:
+    """Training memory: nothing of size (H, N, F) is saved for backward (cauchy_naive saves every chunk's)."""
+    H, N, L = 4, 16, 512
+    p = {k: v.requires_grad_(True) for k, v in make_params(H, N, "dplr").items()}
+    largest = {}
+    for name in (usable(backend), "cauchy_naive"):
+        sizes: list[int] = []
+
+        def pack(t: torch.Tensor, sizes: list[int] = sizes) -> torch.Tensor:
+            sizes.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            kernel(p, L, "dplr", name).sum().backward()
+        largest[name] = max(sizes)
+    assert largest[backend] < H * N * (L // 2 + 1) <= largest["cauchy_naive"]
 
 
 @pytest.mark.parametrize("N", [8, 64], ids=lambda v: f"N{v}")
@@ -130,10 +164,12 @@ def test_dplr_kernel_equals_hippo_in_original_basis(N: int) -> None:
     torch.testing.assert_close(out, ref, rtol=1e-8, atol=1e-10 * ref.abs().max().item())
 
 
-@pytest.mark.parametrize("mode,fast", [("diag", "vandermonde"), ("dplr", "cauchy")])
+@pytest.mark.parametrize("mode,fast", [("diag", "vandermonde"), ("dplr", "cauchy"), ("dplr", "cauchy_compiled"),
+                                       ("dplr", "cauchy_naive")])
 @pytest.mark.parametrize("L", [1, 6, 33], ids=lambda v: f"L{v}")
 def test_kernel_gradients_match_reference(mode: str, fast: str, L: int) -> None:
     """Gradients of every kernel parameter (dt, A, B, C, P) through the fast path == through the recurrence."""
+    fast = usable(fast)
     p = make_params(3, 8, mode, "inv", seed=L)
     g = torch.randn(3, L, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     grads = {}
@@ -159,7 +195,8 @@ def test_block_size_covers_length(L: int) -> None:
 
 
 def test_auto_dispatch_by_mode() -> None:
-    for mode, fast in (("diag", "vandermonde"), ("dplr", "cauchy")):
+    compiled = {b.name: b for b in kernels.backends("s4_kernel", "cpu")}["cauchy_compiled"].available
+    for mode, fast in (("diag", "vandermonde"), ("dplr", "cauchy_compiled" if compiled else "cauchy")):
         kernel(make_params(2, 4, mode), 5, mode)
         assert kernels.last_backend("s4_kernel") == fast
 

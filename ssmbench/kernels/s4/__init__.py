@@ -8,14 +8,16 @@ Ops (public wrappers in ``ssmbench.kernels``):
 Shapes: H channels, N real state size, N2 = N/2 conjugate pairs. dt: (H,) real; A (diag) or Λ (dplr), B, C,
 P: (H, N2) complex; u: (b, H, L); k: (H, L_k); D: (H,).
 
-``s4_kernel`` backends, one per algorithm: ``vandermonde`` (mode "diag", S4D with ZOH), ``cauchy``
-(mode "dplr", S4 with bilinear discretisation, A = Λ − P P*), and ``reference`` (both modes: materialise the
-discrete Ā, B̄ and run the recurrence). "auto" picks the fast backend of the requested mode.
+``s4_kernel`` backends: ``vandermonde`` (mode "diag", S4D with ZOH); for mode "dplr" (S4 with bilinear
+discretisation, A = Λ − P P*) ``cauchy_compiled`` (C++ Cauchy sums, CPU), ``cauchy`` (chunked torch Cauchy sums
+with an analytic backward) and ``cauchy_naive`` (S4's published naive product under autograd: the peer, never
+"auto"); ``reference`` (both modes: materialise the discrete Ā, B̄ and run the recurrence). "auto" picks the first
+available backend of the requested mode in ``AUTO_BY_MODE``.
 """
 
 from ssmbench.kernels._backend import Backend
 
-AUTO_BY_MODE = {"diag": "vandermonde", "dplr": "cauchy"}
+AUTO_BY_MODE = {"diag": ("vandermonde",), "dplr": ("cauchy_compiled", "cauchy")}
 
 KERNEL_BACKENDS: tuple[Backend, ...] = (
     Backend(
@@ -28,7 +30,21 @@ KERNEL_BACKENDS: tuple[Backend, ...] = (
         "cauchy",
         "ssmbench.kernels.s4.dplr:s4_kernel_cauchy",
         priority={"cpu": 1, "cuda": 1},
-        description="S4 (mode dplr, bilinear): C̃ = C(I − Ā^L), naive Cauchy + rank-1 Woodbury, irfft",
+        description="S4 (mode dplr, bilinear): C̃ = C(I − Ā^L), chunked Cauchy (analytic backward, no stored "
+                    "reciprocals) + rank-1 Woodbury, irfft",
+    ),
+    Backend(
+        "cauchy_compiled",
+        "ssmbench.kernels.s4.dplr:s4_kernel_cauchy_compiled",
+        devices=("cpu",),
+        priority={"cpu": 2},
+        probe="ssmbench.kernels.s4.compiled:probe",
+        description="as cauchy, with the Cauchy sums in C++/OpenMP (needs a C++ compiler and ninja)",
+    ),
+    Backend(
+        "cauchy_naive",
+        "ssmbench.kernels.s4.dplr:s4_kernel_cauchy_naive",
+        description="as cauchy, with S4's naive Cauchy product under autograd (the peer; keeps reciprocals)",
     ),
     Backend(
         "reference",
