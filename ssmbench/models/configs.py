@@ -226,7 +226,8 @@ class S4Config(ModelConfig):
     conv_backend: str = "auto"  # fft_conv backend: fft (auto) | direct
 
     def __post_init__(self) -> None:
-        check_s4(self.d_state, self.dt_min, self.dt_max, self.backend, wrong=("cauchy", "cauchy_compiled", "cauchy_naive"))
+        check_s4(self.d_state, self.dt_min, self.dt_max, self.backend,
+                 wrong=("cauchy", "cauchy_compiled", "cauchy_naive"))
         if self.init not in ("lin", "inv"):
             raise ValueError(f"unknown S4D init '{self.init}'; known: lin, inv")
 
