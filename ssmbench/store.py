@@ -174,3 +174,27 @@ def finished_cases(root: str | os.PathLike[str]) -> dict[str, str]:
         if t.num_rows:
             out[t.column("case_id")[0].as_py()] = t.column("status")[0].as_py()
     return out
+
+
+def write_search(root: str | os.PathLike[str], search_id: str, summary: dict[str, Any]) -> Path:
+    """The answer of one adaptive search (``ssmbench crossover``) as ``searches/<id>.json``; its probes are
+    ordinary part files whose case carries ``search = <id>``."""
+    path = Path(root) / "searches" / f"{search_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"search_id": search_id, "schema_version": SCHEMA_VERSION, "timestamp": _now(), **summary}, f,
+                  indent=1, default=str)
+    os.replace(tmp, path)
+    return path
+
+
+def load_searches(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every stored search summary under ``root``, oldest first (unreadable files are skipped)."""
+    out = []
+    for f in sorted((Path(root) / "searches").glob("*.json")):
+        try:
+            out.append(json.loads(f.read_text()))
+        except (OSError, ValueError):
+            continue
+    return sorted(out, key=lambda d: str(d.get("timestamp", "")))

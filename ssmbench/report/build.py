@@ -14,6 +14,7 @@ import pandas as pd
 
 from ssmbench import store
 from ssmbench.report.common import Crossover, format_length
+from ssmbench.report.searches import searches_markdown
 from ssmbench.report.speed import FAIRNESS_NOTES, _speed_markdown, analyse, plot_speed, speed_table
 
 
@@ -75,11 +76,13 @@ def build_report(results: str | Path = "results", out: str | Path | None = None)
     df = store.load(root)
     table = speed_table(df)
     exponents, crossovers = analyse(table) if not table.empty else ({}, [])
-    figures = plot_speed(table, out_dir, exponents, crossovers) if not table.empty else []
+    searches = store.load_searches(root)
+    figures = plot_speed(table, out_dir, exponents, crossovers, searches) if not table.empty else []
     lines = ["# ssmbench report", "", f"Results: `{root}` — {df.case_id.nunique()} cases, "
              f"{(df.drop_duplicates('case_id').status == 'ok').sum()} ok.", ""]
     if not table.empty:
         lines += _speed_markdown(table, exponents, crossovers, figures, out_dir)
+    lines += searches_markdown(searches)
     extra_lines, extra_figs = _extra_sections(df, out_dir)
     lines += extra_lines
     figures += extra_figs

@@ -28,6 +28,7 @@ from ssmbench.report.common import (
     readable_log_y,
     save_figure,
 )
+from ssmbench.report.searches import mark_searches, searches_for
 
 FAIRNESS_NOTES = (
     "Same dtype and the same number of tokens per batch for every model at a length (batch = tokens // L unless "
@@ -79,7 +80,7 @@ def analyse(table: pd.DataFrame) -> tuple[dict[str, float], list[Crossover]]:
 
 
 def plot_speed(table: pd.DataFrame, out_dir: Path, exponents: dict[str, float],
-               crossovers: list[Crossover]) -> list[Path]:
+               crossovers: list[Crossover], searches: list[dict] | None = None) -> list[Path]:
     plt = pyplot()
     paths = []
     for (mode, device, dtype, d_model, n_layers), grp in _figure_groups(table):
@@ -106,6 +107,7 @@ def plot_speed(table: pd.DataFrame, out_dir: Path, exponents: dict[str, float],
                               xy=(c.length, 0.02), xycoords=("data", "axes fraction"), xytext=(3, 0),
                               textcoords="offset points", fontsize=8, color="dimgrey", rotation=90,
                               va="bottom")
+        mark_searches(ax_t, searches_for(searches or [], (mode, device, dtype, d_model, n_layers)))
         batch_note = ", ".join(sorted({f"{t}" for t in (grp.batch * grp.seq_len).unique()}))
         ax_t.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="time per sequence (ms)",
                  title=f"{mode}: time per sequence (median, IQR band)")

@@ -1,0 +1,59 @@
+"""Crossover searches (``ssmbench crossover``) in the report: L* and its interval on the speed figure, and a list.
+
+A search's summary (``searches/<id>.json``) names the figure it belongs to by mode, device, dtype, d_model and
+n_layers, the same keys the speed figures are grouped by.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ssmbench.report.common import format_length
+
+FIGURE_KEYS = ("mode", "device", "dtype", "d_model", "n_layers")
+
+
+def searches_for(searches: list[dict[str, Any]], key: tuple) -> list[dict[str, Any]]:
+    """The searches of one speed figure whose answer has an interval."""
+    return [s for s in searches if tuple(s.get(k) for k in FIGURE_KEYS) == tuple(key) and s.get("interval")]
+
+
+def describe(s: dict[str, Any]) -> str:
+    a, b = s["models"]
+    span = f"{s['range'][0]}..{format_length(s['range'][1])}"
+    if s["answer"] in ("crosses", "crosses_more_than_once") and s.get("interval"):
+        slower = b if s["faster_above"] == a else a
+        lo, hi = (format_length(x) for x in s["interval"])
+        text = (f"{s['faster_above']} is faster than {slower} above L* ≈ {format_length(s['crossover_len'])} "
+                f"(interval {lo} – {hi})")
+        if s["answer"] == "crosses_more_than_once":
+            text += f", but they cross more than once ({s['note']})"
+    elif s["answer"] == "never_crosses":
+        text = f"{a} vs {b}: never cross in {span}; {s['faster_above']} is faster ({s['note']})"
+    else:
+        text = f"{a} vs {b}: {s['answer']} ({s['note']})"
+    return (f"{text} — {s['mode']}, {s['device']} {s['dtype']}, d_model {s['d_model']}, {len(s['probes'])} probes, "
+            f"{s['wall_s']:.0f} s, stopped by {s['stopped_by']}, per-probe confidence {s['confidence']:.0%}")
+
+
+def mark_searches(ax: Any, searches: list[dict[str, Any]]) -> None:
+    """Shade each searched interval and draw L* on a time-vs-L axis."""
+    for i, s in enumerate(searches):
+        lo, hi = s["interval"]
+        ax.axvspan(lo, hi, color="tab:red", alpha=0.12, linewidth=0)
+        ax.axvline(s["crossover_len"], color="tab:red", linestyle="-", linewidth=1)
+        ax.annotate(f"search: {s['faster_above']} faster above\nL*≈{format_length(s['crossover_len'])} "
+                    f"[{format_length(lo)}–{format_length(hi)}]", xy=(s["crossover_len"], 0.97 - 0.1 * i),
+                    xycoords=("data", "axes fraction"), xytext=(4, 0), textcoords="offset points", fontsize=8,
+                    color="tab:red", va="top")
+
+
+def searches_markdown(searches: list[dict[str, Any]]) -> list[str]:
+    if not searches:
+        return []
+    lines = ["## Crossover searches", "",
+             "Adaptive searches (`ssmbench crossover`): each probe measures both models interleaved and is decided "
+             "by the confidence interval of their time ratio; the interval runs between the two nearest lengths "
+             "where each side was shown faster.", ""]
+    lines += [f"- {describe(s)}" for s in searches]
+    return [*lines, ""]
