@@ -36,3 +36,20 @@ def fit_fixed_batch():
         return losses
 
     return fit
+
+
+@pytest.fixture
+def no_mixing_floor():
+    """The lowest next-token loss a model *without sequence mixing* can reach on a fixed batch: such a model sees
+    only the current token, so its best is the conditional entropy H(next | current) of the batch's token pairs.
+    A "trains" test asserting a final loss well below this floor fails when the mixer is broken (e.g. its output
+    multiplied by zero), which a loss-ratio threshold does not (embedding + head alone learn the bigrams)."""
+    import math
+    from collections import Counter
+
+    def floor(tokens) -> float:
+        cur, nxt = tokens[:, :-1].flatten().tolist(), tokens[:, 1:].flatten().tolist()
+        pairs, singles = Counter(zip(cur, nxt, strict=True)), Counter(cur)
+        return -sum(c * math.log(c / singles[a]) for (a, _), c in pairs.items()) / len(cur)
+
+    return floor

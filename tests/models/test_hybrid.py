@@ -56,13 +56,20 @@ def test_step_by_step_decode_equals_parallel_forward(kw: dict) -> None:
     torch.testing.assert_close(steps, full, **TIGHT)
 
 
-def test_model_trains_on_a_tiny_fixed_batch(fit_fixed_batch) -> None:
+def test_model_trains_on_a_tiny_fixed_batch(fit_fixed_batch, no_mixing_floor) -> None:
     torch.manual_seed(0)
     model = tiny(d_model=32, headdim=16, attn_head_dim=16).build()
     x = torch.randint(0, 13, (4, 24), generator=torch.Generator().manual_seed(3))
+    # every parameter, the Mamba-2 layer's included, gets a gradient (a dead mixer leaves its projections at 0)
+    torch.nn.functional.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()).backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().max() > 0]
+    assert not dead, dead
+    model.zero_grad(set_to_none=True)
     losses = fit_fixed_batch(model, x)
     assert all(math.isfinite(v) for v in losses)
-    assert losses[-1] < 0.7 * losses[0], losses
+    # measured 0.14 against a floor of 1.67; with the Mamba-2 mixer's output multiplied by zero the attention layer
+    # alone reaches 1.06 in these 12 steps
+    assert losses[-1] < 0.25 * no_mixing_floor(x), losses
 
 
 def test_invalid_configs_fail_clearly() -> None:

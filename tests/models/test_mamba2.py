@@ -52,13 +52,14 @@ def test_prefill_leaves_the_state_step_would(prompt_len: int) -> None:
     torch.testing.assert_close(torch.stack(nxt[0::2]), torch.stack(nxt[1::2]), **TIGHT)
 
 
-def test_model_trains_on_a_tiny_fixed_batch(fit_fixed_batch) -> None:
+def test_model_trains_on_a_tiny_fixed_batch(fit_fixed_batch, no_mixing_floor) -> None:
     torch.manual_seed(0)
     model = tiny(d_model=32, headdim=16).build()
     x = tokens(4, 24, seed=3)
     losses = fit_fixed_batch(model, x)
     assert all(math.isfinite(v) for v in losses)
-    assert losses[-1] < 0.7 * losses[0], losses
+    # measured 0.14 against a floor of 1.67; with the mixer's output multiplied by zero it stays at 2.0
+    assert losses[-1] < 0.25 * no_mixing_floor(x), losses
 
 
 def test_init_follows_upstream() -> None:
