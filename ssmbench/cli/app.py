@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover - older typer with click as a dependency
     from click.exceptions import UsageError
 
 from ssmbench.cli import accuracy, check, crossover, env, generate, models, report, run, sweep
-from ssmbench.cli.common import err_console
+from ssmbench.cli.common import err_console, exit_code, handle_termination, interrupted_by
 from ssmbench.spec import SpecError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -34,6 +34,7 @@ def main() -> None:
     from ssmbench.kernels import BackendUnavailable
     from ssmbench.registry import UnknownName
 
+    handle_termination()
     try:
         # standalone_mode=False: usage errors come back as exceptions, printed below as one line (not a panel)
         code = app(standalone_mode=False)
@@ -47,9 +48,9 @@ def main() -> None:
             sys.exit(2)
         err_console.print(f"[red]error:[/red] {escape(_usage_line(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except (KeyboardInterrupt, typer.Abort):
-        err_console.print("interrupted: finished cases are saved; run the same command again to resume")
-        sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort) as exc:
+        err_console.print(f"{interrupted_by(exc)}: finished cases are saved; run the same command again to resume")
+        sys.exit(exit_code(exc))
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 from ssmbench.spec import SpecError
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # messages stay one line, however long
 
 ResultsDir = Annotated[Path, typer.Option("--out", "-o", "--results", "-r",
                                           help="Results directory (Parquet dataset).")]
@@ -22,6 +22,41 @@ MaxMemory = Annotated[str | None, typer.Option(help="Cap each case's memory, e.g
                                                "of the worker; CUDA: allocator fraction). Over it: an oom row.")]
 SkipAfterOom = Annotated[bool, typer.Option(help="After a series runs out of memory, record its longer lengths "
                                             "as skipped instead of running them.")]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so that they unwind exactly like Ctrl-C: workers killed, finished
+    cases kept, a one-line "how to resume" message."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def handle_termination() -> None:
+    """Make SIGTERM (kill, schedulers, systemd) and SIGHUP (closed terminal) behave like Ctrl-C."""
+    import signal
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, raise_terminated)
+
+
+def interrupted_by(exc: BaseException) -> str:
+    """How the run was interrupted; from here on further signals are ignored, so that a second Ctrl-C while the
+    process exits cannot interrupt the clean-up (and print a traceback from an atexit handler)."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    return f"interrupted by {signal.Signals(exc.signum).name}" if isinstance(exc, Terminated) else "interrupted"
+
+
+def exit_code(exc: BaseException) -> int:
+    """128 + the signal number, as a shell reports a process ended by that signal (130 for Ctrl-C)."""
+    return 128 + exc.signum if isinstance(exc, Terminated) else 130
 
 
 def parse_options(pairs: list[str] | None) -> tuple[tuple[str, Any], ...]:
@@ -65,7 +100,7 @@ def run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retr
         if last is not None:
             print_outcome(progress.console, last)
         progress.update(task_id, completed=done, total=total,
-                        description=case.label() if case is not None else "done")
+                        description=escape(case.label()) if case is not None else "done")
 
     try:
         with progress:
@@ -73,13 +108,13 @@ def run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retr
                   "skip_after_oom": skip_after_oom} if executor != "slurm" else {}
             summary = run_with_executor(cases, out, executor, gpus=gpus, slurm=slurm, force=force, resume=resume,
                                         retry_failed=retry_failed, on_progress=on_progress, **kw)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (see Terminated): the workers are killed already
         from ssmbench.store import finished_cases
 
         done = len(finished_cases(out))
-        err_console.print(f"interrupted: {done} finished case(s) are saved in {escape(str(out))}; run the same "
-                          "command again to resume", highlight=False)
-        raise typer.Exit(130) from None
+        err_console.print(f"{interrupted_by(exc)}: {done} finished case(s) are saved in {escape(str(out))} (the case "
+                          "in flight is not); run the same command again to resume", highlight=False)
+        raise typer.Exit(exit_code(exc)) from None
     skipped = len(summary.outcomes) - len(summary.executed)
     if skipped:
         err_console.print(f"[dim]{skipped} finished case(s) already in {escape(str(out))} were skipped "

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ssmbench import store
 from ssmbench.case import Case
+from ssmbench.engine.lifeline import PARENT_ENV
 from ssmbench.spec import SweepSpec, resolve_device
 from ssmbench.store import CaseResult
 
@@ -125,7 +126,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, str(to_child_r), str(from_child_w)],
             pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
-            env={**os.environ, **env} if env else None)
+            env={**os.environ, **(env or {}), PARENT_ENV: str(os.getpid())})
         os.close(to_child_r)
         os.close(from_child_w)
         self.send_conn = Connection(to_child_w, readable=False)
@@ -353,7 +354,10 @@ def _run_pool(cases: Sequence[Case], envs: Sequence[dict[str, str]],
                     slot.retire()
                 finish(case, result, slot.started)
                 slot.case = None
-    finally:
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or a write failure: kill at once, never wait on a case
         for slot in slots:
-            if slot.worker is not None:
-                slot.worker.close()
+            slot.retire()
+        raise
+    for slot in slots:
+        if slot.worker is not None:
+            slot.worker.close()

@@ -110,7 +110,10 @@ def worker_main(recv_conn: Connection, send_conn: Connection) -> None:
         if message is None:
             return
         result, suspect = execute(Case.from_dict(message))
-        send_conn.send({"result": result_to_dict(result), "suspect": suspect})
+        try:
+            send_conn.send({"result": result_to_dict(result), "suspect": suspect})
+        except OSError:  # the parent is gone (BrokenPipeError): nobody to report to, exit quietly
+            return
 
 
 def main(argv: list[str]) -> None:
@@ -119,6 +122,10 @@ def main(argv: list[str]) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it kills us
     from multiprocessing.connection import Connection
+
+    from ssmbench.engine.lifeline import tie_to_parent
+
+    tie_to_parent(int(argv[0]))  # die with the parent however it dies (prctl + pipe hang-up)
 
     recv_conn = Connection(int(argv[0]), writable=False)
     send_conn = Connection(int(argv[1]), readable=False)
