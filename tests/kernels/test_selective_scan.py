@@ -195,6 +195,21 @@ def test_float32_close_to_float64_reference(backend: str, request: pytest.Fixtur
                 {"rtol": 1e-4, "atol": 3e-4})
 
 
+@pytest.mark.parametrize("length", [1, 15, 16, 17, 33, 64, 65])
+def test_compiled_float32_n16_blocks_and_extreme_decays(length: int, compiled) -> None:
+    """float32 with n = 16 runs the AVX-512 path (16-step blocks, tail steps, vscalef exp): lengths around the
+    block, and decays from exp(-300) (underflow to 0) to exp(0), against the float64 reference."""
+    args64 = make_inputs(1, 5, length, 16, 1, D=True, z=True)
+    args64["delta"][0, 0] = 200.0  # channel 0: every step forgets the state (exp(200 A) = 0 in float32)
+    args64["A"][0] = -1.5
+    args64["A"][1] = 0.0  # channel 1: no decay at all
+    args32 = {k: v.float() if isinstance(v, torch.Tensor) else v for k, v in args64.items()}
+    y, last, grads = run(compiled, args32)
+    want = run(selective_scan_ref, args64)
+    assert_same((y.double(), last.double(), {k: g.double() for k, g in grads.items()}), want,
+                {"rtol": 1e-4, "atol": 1e-3})
+
+
 @pytest.mark.parametrize("backend", ["compiled", "chunked"])
 def test_time_major_views_and_bf16(backend: str, request: pytest.FixtureRequest) -> None:
     """Non-contiguous (b, l, d)-major views, as the Mamba block passes them, and bf16 inputs."""
