@@ -1,74 +1,76 @@
-"""``ssmbench accuracy``: train per (model, train length) on a synthetic task, evaluate across lengths."""
+"""``ssmbench accuracy``: the accuracy protocol on one synthetic task (lr grid on validation, seeds, intervals)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from ssmbench.cli.common import ResultsDir, console, parse_options, run_sweeps
+from ssmbench.cli.common import ResultsDir, parse_options
+
+Opt = typer.Option
+
+
+def _per_model(text: str | None) -> Any:
+    """'3e-3' -> 0.003; 'transformer=3e-3,default=1e-3' -> a table (per-family lr)."""
+    from ssmbench.spec import SpecError
+
+    if text is None or "=" not in text:
+        try:
+            return None if text is None else float(text)
+        except ValueError:
+            raise SpecError(f"bad --lr '{text}': a number, or per family e.g. transformer=3e-3,default=1e-3") from None
+    return {k.strip(): v for k, v in parse_options(text.split(","))}
 
 
 def accuracy(
-    task: Annotated[str, typer.Option("--task", "-t", help="Synthetic task: copying, selective_copying, mqar "
-                                      "(selective_recall), induction_heads.")],
-    models: Annotated[str, typer.Option("--models", "-m", help="Models, comma-separated, each name[:backend].")],
-    lengths: Annotated[str | None, typer.Option("--lengths", "-L", help="Train lengths, e.g. 64..256 (one model "
-                                                "per length; default: the task's).")] = None,
-    eval_lengths: Annotated[str | None, typer.Option(help="Also evaluate at these lengths, e.g. 64..1k "
-                                                     "(extrapolation; default: the task's).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Training steps (fresh batch each step).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")] = None,
-    batch: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
-    d_model: Annotated[int | None, typer.Option(help="Model width.")] = None,
-    n_layers: Annotated[int | None, typer.Option(help="Number of layers.")] = None,
-    option: Annotated[list[str] | None, typer.Option("--option", help="Model option KEY=VALUE (repeatable), "
-                                                     "e.g. d_state=16 or head_dim=16.")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", help="Task parameter KEY=VALUE (repeatable), "
-                                                    "e.g. num_kv_pairs=8.")] = None,
-    stop_at: Annotated[float | None, typer.Option(help="Stop early once held-out accuracy reaches this.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the initialisation and the training stream.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads in the worker (0 = all cores).")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds before a case is killed.")] = None,
+    task: Annotated[str, Opt("--task", "-t", help="Synthetic task: copying, selective_copying, mqar "
+                             "(selective_recall), induction_heads.")],
+    models: Annotated[str, Opt("--models", "-m", help="Models, comma-separated, each name[:backend].")],
+    lengths: Annotated[str | None, Opt("--lengths", "-L", help="Train lengths, e.g. 64..256 (default: the "
+                                       "task's).")] = None,
+    eval_lengths: Annotated[str | None, Opt(help="Also evaluate at these lengths, e.g. 64..1k.")] = None,
+    steps: Annotated[int | None, Opt(help="Step cap (fresh batch each step; equal for every family).")] = None,
+    lr: Annotated[str | None, Opt(help="Fixed lr instead of the grid: 3e-3, or per family "
+                                  "transformer=3e-3,default=1e-3.")] = None,
+    lr_grid: Annotated[str | None, Opt(help="lr grid screened on validation, e.g. 1e-3,3e-3,1e-2.")] = None,
+    seeds: Annotated[int | None, Opt(help="Seeds in all at the chosen lr (default 3).")] = None,
+    schedule: Annotated[str | None, Opt(help="cosine or constant (after the warm-up).")] = None,
+    warmup: Annotated[float | None, Opt(help="Fraction of the steps in linear warm-up (any schedule).")] = None,
+    weight_decay: Annotated[float | None, Opt(help="AdamW weight decay on weight matrices.")] = None,
+    metric: Annotated[str | None, Opt(help="Selection/headline metric: accuracy or seq_accuracy.")] = None,
+    threshold: Annotated[float | None, Opt(help="Validation score that counts as reaching the task.")] = None,
+    stop_at: Annotated[float | None, Opt(help="Stop early once the validation score reaches this.")] = None,
+    eval_every: Annotated[int | None, Opt(help="Validation cadence in steps (curve, early stop).")] = None,
+    batch: Annotated[int | None, Opt(help="Training batch size.")] = None,
+    d_model: Annotated[int | None, Opt(help="Model width (all families).")] = None,
+    n_layers: Annotated[int | None, Opt(help="Number of layers.")] = None,
+    option: Annotated[list[str] | None, Opt("--option", help="Model option KEY=VALUE (repeatable), "
+                                            "e.g. d_state=16 or head_dim=16.")] = None,
+    param: Annotated[list[str] | None, Opt("--param", help="Task parameter KEY=VALUE (repeatable), "
+                                           "e.g. num_kv_pairs=8.")] = None,
+    seed: Annotated[int | None, Opt(help="First seed (init and training stream).")] = None,
+    device: Annotated[str | None, Opt(help="auto, cpu or cuda.")] = None,
+    threads: Annotated[int | None, Opt(help="torch threads per worker (default 1; 0 = all cores).")] = None,
+    timeout: Annotated[float | None, Opt(help="Seconds before a case is killed.")] = None,
     out: ResultsDir = Path("results"),
-    force: Annotated[bool, typer.Option(help="Re-run cases that already have results.")] = False,
-    retry_failed: Annotated[bool, typer.Option(help="Re-run cases whose stored status is not ok.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="List the planned cases and exit.")] = False,
+    force: Annotated[bool, Opt(help="Re-run cases that already have results.")] = False,
+    retry_failed: Annotated[bool, Opt(help="Re-run cases whose stored status is not ok.")] = False,
+    dry_run: Annotated[bool, Opt(help="List the screen cases and the phases that follow, then exit.")] = False,
 ) -> None:
-    """Train a fresh model per (model, train length) on a synthetic task; report accuracy at each length."""
+    """Train fresh models on a synthetic task with the task's calibrated protocol (docs/tasks.md): screen the
+    lr grid on validation at one seed, run the other seeds at the chosen lr, report test accuracy ± 95% CI."""
+    from ssmbench.cli.protocol import run_accuracy_protocol
     from ssmbench.train.plan import plan_accuracy
 
     given = {"task": task, "models": models, "lengths": lengths, "eval_lengths": eval_lengths, "steps": steps,
-             "lr": lr, "batch": batch, "d_model": d_model, "n_layers": n_layers, "stop_at": stop_at, "seed": seed,
+             "lr": _per_model(lr), "lr_grid": lr_grid, "seeds": seeds, "schedule": schedule, "warmup": warmup,
+             "weight_decay": weight_decay, "metric": metric, "threshold": threshold, "stop_at": stop_at,
+             "eval_every": eval_every, "batch": batch, "d_model": d_model, "n_layers": n_layers, "seed": seed,
              "device": device, "threads": threads, "timeout_s": timeout,
              "model_options": dict(parse_options(option)), "params": dict(parse_options(param))}
-    cases = plan_accuracy({k: v for k, v in given.items() if v is not None}, where="accuracy")
-    try:
-        run_sweeps([], out, force=force, retry_failed=retry_failed, dry_run=dry_run, in_process=False,
-                    command=" ".join(["ssmbench", *sys.argv[1:]]), extra_cases=cases)
-    finally:
-        if not dry_run and (out / "parts").is_dir():
-            _accuracy_table(out, {c.case_id for c in cases})
-
-
-def _accuracy_table(out: Path, case_ids: set[str]) -> None:
-    from rich.table import Table
-
-    from ssmbench import store
-    from ssmbench.report.accuracy import accuracy_frame, wide_table
-
-    df = store.load(out)
-    wide = wide_table(accuracy_frame(df[df.case_id.isin(case_ids)]))
-    if wide.empty:
-        return
-    cols = [c for c in wide.columns if c.startswith("acc@")]
-    table = Table(title="accuracy (held-out, supervised tokens) by evaluation length")
-    for col in ("model", "train L", "steps", "train time", *(c.replace("acc@", "L=") for c in cols)):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for _, r in wide.iterrows():
-        table.add_row(r.label, str(r.train_len), f"{r.steps:.0f}", f"{r.train_time:.0f} s",
-                      *("–" if r[c] != r[c] else f"{r[c]:.3f}" for c in cols))
-    console.print(table)
+    screen = plan_accuracy({k: v for k, v in given.items() if v is not None}, where="accuracy")
+    run_accuracy_protocol(screen, out, force=force, retry_failed=retry_failed, dry_run=dry_run,
+                          command=" ".join(["ssmbench", *sys.argv[1:]]))

@@ -78,7 +78,7 @@ def parse_options(pairs: list[str] | None) -> tuple[tuple[str, Any], ...]:
 
 def run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retry_failed: bool, command: str,
                        suite: str = "", in_process: bool = False, executor: str = "local", gpus: int | None = None,
-                       slurm=None, skip_after_oom: bool = True):
+                       slurm=None, skip_after_oom: bool = True, workers: int = 1):
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -106,6 +106,8 @@ def run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retr
         with progress:
             kw = {"command": command, "suite": suite, "in_process": in_process,
                   "skip_after_oom": skip_after_oom} if executor != "slurm" else {}
+            if executor == "local" and workers > 1:
+                kw["worker_envs"] = [{}] * workers  # one persistent worker per CPU share
             summary = run_with_executor(cases, out, executor, gpus=gpus, slurm=slurm, force=force, resume=resume,
                                         retry_failed=retry_failed, on_progress=on_progress, **kw)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (see Terminated): the workers are killed already

@@ -29,13 +29,20 @@ def run(
     from ssmbench.schema import load_suite
 
     s = load_suite(suite)
-    extra = []
+    screen = []
     if s.accuracy:
         from ssmbench.train.plan import plan_accuracy_tables
 
-        extra = plan_accuracy_tables(s.accuracy, where=str(suite))
+        screen = plan_accuracy_tables(s.accuracy, where=str(suite))
     console.print(f"[bold]{s.name}[/bold]: {s.description}" if s.description else f"[bold]{s.name}[/bold]")
-    run_sweeps(list(s.sweeps), out, force=force, retry_failed=retry_failed, dry_run=dry_run, in_process=False,
-                command=" ".join(["ssmbench", *sys.argv[1:]]), suite=s.name, extra_cases=extra, executor=executor,
-                gpus=gpus, slurm=slurm_options(out, slurm_partition, slurm_jobs, 600), shard=shard,
-                max_memory=max_memory, skip_after_oom=skip_after_oom)
+    command = " ".join(["ssmbench", *sys.argv[1:]])
+    if s.sweeps or not screen:
+        run_sweeps(list(s.sweeps), out, force=force, retry_failed=retry_failed, dry_run=dry_run, in_process=False,
+                    command=command, suite=s.name, executor=executor, gpus=gpus,
+                    slurm=slurm_options(out, slurm_partition, slurm_jobs, 600), shard=shard, max_memory=max_memory,
+                    skip_after_oom=skip_after_oom)
+    if screen:  # the accuracy protocol: screen, then the phases its validation rows call for (docs/tasks.md)
+        from ssmbench.cli.protocol import run_accuracy_protocol
+
+        run_accuracy_protocol(screen, out, force=force, retry_failed=retry_failed, dry_run=dry_run,
+                              command=command, suite=s.name)

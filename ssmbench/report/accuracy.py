@@ -21,7 +21,8 @@ from typing import Any
 import pandas as pd
 
 # Options that never tell two lines apart (they describe the evaluation, or are the grouping itself).
-_NOT_LABEL = ("eval_lengths", "eval_examples", "eval_tokens", "params", "stop_at")
+_NOT_LABEL = ("eval_lengths", "eval_examples", "eval_tokens", "params", "stop_at", "role", "lr", "lr_grid", "seeds",
+              "metric", "threshold", "eval_every", "val_examples")
 
 
 def _case_info(case_json: str) -> dict[str, Any]:

@@ -1,45 +1,32 @@
-"""The training loop of an accuracy case: optimiser groups, schedule, supervised loss, held-out evaluation.
+"""The training loop of an accuracy case: supervised loss, validation on a fixed cadence, held-out test evaluation.
 
-One accuracy case = one (model, train length): AdamW (betas 0.9/0.98, weight decay on weight matrices only),
-linear warm-up then cosine decay to 0, gradient clipping, a fresh seeded batch every step (no epochs, so nothing
-can be memorised), then accuracy on a fixed seeded held-out set at the train length and at every eval length
-(length extrapolation). Everything is seeded: the same case gives the same losses and accuracies.
+One accuracy case = one (model, train length, lr, seed): AdamW (betas 0.9/0.98; groups and schedule in
+:mod:`ssmbench.train.optim`), gradient clipping, a fresh seeded batch every step (no epochs, so nothing can be
+memorised). Every ``eval_every`` steps the model is scored on a *validation* set (its own seed stream, at the train
+length, in the training length mix): that point goes on the stored learning curve, the best-scoring weights are
+kept, and training stops early once the score reaches ``stop_at``. Only then, with the best weights restored, is
+the model scored on the *test* sets (another seed stream), at the train length and at every eval length. The
+protocol selects lrs from the validation numbers alone (:mod:`ssmbench.train.protocol`); the test numbers are
+what gets reported. Everything is seeded: the same case gives the same losses and accuracies.
 
 The LM head runs only at supervised positions (``labels != -100``): the hidden states are gathered first, so at
-V = 512 with one label in eight positions (MQAR) the head costs 8x less, and induction heads (one label per row)
-pays for one position per row instead of L. Planning (suite tables -> cases) is in :mod:`ssmbench.train.plan`.
+V = 512 with one label in eight positions (MQAR) the head costs 8x less. Planning is in :mod:`ssmbench.train.plan`.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
 from typing import Any
 
 from ssmbench.case import Case
-from ssmbench.train.plan import _NO_DECAY_NAMES, DTYPES, EVAL_SEED, task_params
+from ssmbench.synthetic.metrics import answer_mask, still_falling
+from ssmbench.train.optim import lr_factor, param_groups, stream_seed, torch_generator
+from ssmbench.train.plan import DTYPES, task_params
 
-
-def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on weight matrices (>= 2-D) only; norms, biases, D and SSM dynamics get none."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        leaf = name.rsplit(".", 1)[-1]
-        skip = p.ndim < 2 or leaf in _NO_DECAY_NAMES or getattr(p, "_no_weight_decay", False)
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def lr_factor(step: int, steps: int, warmup_steps: int, schedule: str = "cosine") -> float:
-    """Multiplier of the peak lr at ``step`` (0-based): linear warm-up to 1, then cosine to 0 at ``steps``
-    (or constant 1)."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+__all__ = ["evaluate", "lr_factor", "param_groups", "run_accuracy_case", "supervised_loss"]
 
 
 def supervised_loss(model: Any, inputs: Any, labels: Any) -> tuple[Any, Any, Any]:
@@ -54,8 +41,10 @@ def supervised_loss(model: Any, inputs: Any, labels: Any) -> tuple[Any, Any, Any
     return F.cross_entropy(logits, target), logits, target
 
 
-def evaluate(model: Any, inputs: Any, labels: Any, rows_per_batch: int, device: str) -> dict[str, float]:
-    """Token accuracy, exact-row accuracy and mean loss over supervised positions of a held-out set (n, l)."""
+def evaluate(model: Any, inputs: Any, labels: Any, rows_per_batch: int, device: str, task: str = "",
+             params: dict[str, Any] | None = None) -> dict[str, float]:
+    """Token accuracy, sequence accuracy (every position of the row's answer string right; for copying the end
+    marker is not part of the string) and mean loss over the supervised positions of a held-out set (n, l)."""
     import torch
     import torch.nn.functional as F
 
@@ -69,8 +58,9 @@ def evaluate(model: Any, inputs: Any, labels: Any, rows_per_batch: int, device: 
             _, logits, target = supervised_loss(model, x, y)
             hit = logits.argmax(-1) == target
             mask = y != -100
+            answer = answer_mask(task, y, params or {})[mask]  # which supervised positions form the string
             per_pos = torch.ones_like(mask)
-            per_pos[mask] = hit  # unsupervised positions count as correct for the row-level check
+            per_pos[mask] = hit | ~answer  # positions outside the answer string count as right for the row
             correct += int(hit.sum())
             total += int(target.numel())
             rows_ok += int((per_pos.all(1) & mask.any(1)).sum())
@@ -85,12 +75,36 @@ def _status(case: Case, message: str) -> None:
     print(f"  [{case.model} {case.task} L={case.seq_len}] {message}", file=sys.stderr, flush=True)
 
 
+def _held_out(task: Any, case: Case, overrides: dict[str, Any], opts: dict[str, Any]) -> tuple[dict, Any, Any]:
+    """(test sets per eval length, in-distribution test set at the train length, validation set). Test rows
+    come from the "test" stream, validation rows from the "validation" stream: never the same rows."""
+    train_p = task_params(task, case.seq_len, overrides, evaluation=False)
+    tests = {}
+    for length in (int(x) for x in opts["eval_lengths"]):
+        p = task_params(task, length, overrides, evaluation=True)
+        rows = task.generate(int(opts["eval_examples"]), length, generator=torch_generator("test", length), **p)
+        tests[length] = (*rows, task.chance(p), p)
+    if train_p == tests[case.seq_len][3]:
+        in_dist = tests[case.seq_len]
+    else:  # copying: evaluation rows hold the longest strings; in distribution = the training length mix
+        rows = task.generate(int(opts["eval_examples"]), case.seq_len,
+                             generator=torch_generator("test", case.seq_len, 1), **train_p)
+        in_dist = (*rows, task.chance(train_p), train_p)
+    n_val = int(opts.get("val_examples", 256))
+    val = (*task.generate(n_val, case.seq_len, generator=torch_generator("validation", case.seq_len), **train_p),
+           train_p)
+    return tests, in_dist, val
+
+
 def run_accuracy_case(case: Case) -> Any:
     """Train and evaluate one accuracy case; returns a :class:`ssmbench.store.CaseResult`.
 
-    Metrics: accuracy/seq_accuracy/loss with stat "eval" at every eval length (``seq_len`` per row) and stat
-    "train_len" at the train length; chance/eval per length; train_time, eval_time (s), steps, params and
-    final_train_loss (mean over the last 5% of steps)."""
+    Test metrics: accuracy/seq_accuracy/loss with stat "eval" at every eval length (``seq_len`` per row) and stat
+    "train_len" (in distribution) at the train length; chance per length. Validation (stat "value"): val_accuracy,
+    val_seq_accuracy, val_loss of the kept (best) weights. Learning curve (stat "curve", values in ``samples``):
+    curve_step, curve_time (training seconds), curve_val_accuracy, curve_val_seq_accuracy, curve_val_loss,
+    curve_train_loss. Scalars: train_time, eval_time, steps, best_step, steps_to_threshold and
+    time_to_threshold (nan if never), reached (0/1), still_falling (0/1), params, final_train_loss."""
     import torch
 
     from ssmbench.bench.speed import build_case_model, ran_backend
@@ -101,31 +115,32 @@ def run_accuracy_case(case: Case) -> Any:
     task = TASKS.load(case.task)
     overrides = dict(opts["params"])
     steps, lr, stop_at = int(opts["steps"]), float(opts["lr"]), opts.get("stop_at")
+    metric, threshold = opts.get("metric", "accuracy"), float(opts.get("threshold", 0.9))
+    every = max(1, min(int(opts.get("eval_every", 100)), steps))
     if case.dtype not in DTYPES:
         raise ValueError(f"accuracy cases train in {' or '.join(DTYPES)}, not {case.dtype}")
-    torch.manual_seed(case.seed)
+    torch.manual_seed(stream_seed("init", case.seed))
     _, model, info = build_case_model(case)
     model.train()
     train_params = task_params(task, case.seq_len, overrides, evaluation=False)
-    lengths = [int(x) for x in opts["eval_lengths"]]
-    held_out = {}
-    for length in lengths:
-        p = task_params(task, length, overrides, evaluation=True)
-        held_out[length] = (*task.generate(int(opts["eval_examples"]), length, seed=EVAL_SEED + length, **p),
-                            task.chance(p))
-    rows_for = {length: max(1, int(opts["eval_tokens"]) // length) for length in lengths}
+    tests, in_dist, (val_x, val_y, val_p) = _held_out(task, case, overrides, opts)
+    rows_for = {length: max(1, int(opts["eval_tokens"]) // length) for length in tests}
 
-    optimizer = torch.optim.AdamW(param_groups(model, float(opts["weight_decay"])), lr=lr, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(param_groups(model, float(opts["weight_decay"]), lr), lr=lr, betas=(0.9, 0.98))
     warmup_steps = int(float(opts["warmup"]) * steps)
     schedule = opts.get("schedule", "cosine")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warmup_steps, schedule))
-    gen = torch.Generator().manual_seed(10_007 * case.seed + 17)  # training stream, disjoint from EVAL_SEED's
-    tick = max(1, steps // 10)
+    gen = torch_generator("train", case.seed)
+    curve: dict[str, list[float]] = {k: [] for k in ("step", "time", "val_accuracy", "val_seq_accuracy",
+                                                    "val_loss", "train_loss")}
     losses: list[float] = []
     pending: list[torch.Tensor] = []
-    t0 = time.perf_counter()
+    best: tuple[tuple[float, float], int, dict[str, float], Any] | None = None
+    reached_at: tuple[float, float] | None = None
+    train_clock = 0.0
     step = 0
     while step < steps:
+        t0 = time.perf_counter()
         inputs, labels = task.generate(case.batch, case.seq_len, generator=gen, **train_params)
         loss, _, _ = supervised_loss(model, inputs.to(case.device), labels.to(case.device))
         optimizer.zero_grad(set_to_none=True)
@@ -135,31 +150,38 @@ def run_accuracy_case(case: Case) -> Any:
         scheduler.step()
         pending.append(loss.detach())
         step += 1
-        if step % tick == 0 or step == steps:
-            losses += torch.stack(pending).float().cpu().tolist()  # one device sync per tick, not per step
-            pending = []
-            recent = sum(losses[-tick:]) / len(losses[-tick:])
-            if not math.isfinite(recent):
-                raise FloatingPointError(f"training loss became non-finite by step {step} (lower the lr?)")
-            msg = f"step {step}/{steps} loss {recent:.4f} ({time.perf_counter() - t0:.0f} s)"
-            if stop_at is not None and step < steps:
-                x, y, _ = held_out[case.seq_len]
-                n = min(256, x.shape[0])
-                acc = evaluate(model, x[:n], y[:n], rows_for[case.seq_len], case.device)["accuracy"]
-                msg += f" held-out acc {acc:.3f}"
-                if acc >= float(stop_at):
-                    _status(case, msg + f" >= stop_at {stop_at}: stopping")
-                    break
+        train_clock += time.perf_counter() - t0
+        if step % every and step != steps:
+            continue
+        losses += torch.stack(pending).float().cpu().tolist()  # one device sync per validation, not per step
+        recent = sum(losses[-len(pending):]) / len(pending)
+        pending = []
+        if not math.isfinite(recent):
+            raise FloatingPointError(f"training loss became non-finite by step {step} (lower the lr?)")
+        val = evaluate(model, val_x, val_y, rows_for[case.seq_len], case.device, case.task, val_p)
+        for key, value in (("step", step), ("time", train_clock), ("train_loss", recent),
+                           *((f"val_{k}", v) for k, v in val.items())):
+            curve[key].append(float(value))
+        score = (val[metric], -val["loss"])
+        if best is None or score > best[0]:
+            best = (score, step, val, copy.deepcopy(model.state_dict()))
+        if reached_at is None and val[metric] >= threshold:
+            reached_at = (step, train_clock)
+        msg = f"lr {lr:g} step {step}/{steps} loss {recent:.4f} val {metric} {val[metric]:.3f} ({train_clock:.0f} s)"
+        if stop_at is not None and val[metric] >= float(stop_at) and step < steps:
+            _status(case, msg + f" >= stop_at {stop_at}: stopping")
+            break
+        if step % max(every, steps // 10) < every:
             _status(case, msg)
-    train_time = time.perf_counter() - t0
+    assert best is not None
+    model.load_state_dict(best[3])  # early stopping keeps the weights validation liked best
 
     t1 = time.perf_counter()
     metrics: list[Metric] = []
     skipped = []
-    for length in lengths:
-        x, y, chance = held_out[length]
+    for length, (x, y, chance, p) in tests.items():
         try:
-            res = evaluate(model, x, y, rows_for[length], case.device)
+            res = evaluate(model, x, y, rows_for[length], case.device, case.task, p)
         except (torch.OutOfMemoryError, MemoryError):
             # An eval length beyond what fits (attention at 1M tokens) loses that length, not the trained model.
             if length == case.seq_len:
@@ -168,22 +190,32 @@ def run_accuracy_case(case: Case) -> Any:
             if case.device == "cuda":
                 torch.cuda.empty_cache()
             continue
-        n = int(x.shape[0])
         for name, value in res.items():
-            metrics.append(Metric(name, "eval", value, "nats" if name == "loss" else "fraction", n, seq_len=length))
-            if length == case.seq_len:
-                metrics.append(Metric(name, "train_len", value, "nats" if name == "loss" else "fraction", n,
-                                      seq_len=length))
+            metrics.append(Metric(name, "eval", value, "nats" if name == "loss" else "fraction", int(x.shape[0]),
+                                  seq_len=length))
         metrics.append(Metric("chance", "eval", chance, "fraction", 1, seq_len=length))
+    x, y, chance, p = in_dist
+    for name, value in evaluate(model, x, y, rows_for[case.seq_len], case.device, case.task, p).items():
+        metrics.append(Metric(name, "train_len", value, "nats" if name == "loss" else "fraction", int(x.shape[0]),
+                              seq_len=case.seq_len))
     tail = losses[-max(1, len(losses) // 20):]
     info = {**info, "backend": ran_backend(case)}
     if skipped:
         info["notes"] = f"evaluation out of memory at L={', '.join(map(str, skipped))} (no rows there)"
+    nan = float("nan")
     metrics += [
-        Metric("chance", "train_len", held_out[case.seq_len][2], "fraction", 1, seq_len=case.seq_len),
-        Metric("train_time", "value", train_time, "s"),
+        Metric("chance", "train_len", chance, "fraction", 1, seq_len=case.seq_len),
+        *(Metric(f"val_{k}", "value", v, "nats" if k == "loss" else "fraction", int(val_x.shape[0]))
+          for k, v in best[2].items()),
+        *(Metric(f"curve_{k}", "curve", v[-1], "", len(v), samples=tuple(v)) for k, v in curve.items()),
+        Metric("train_time", "value", train_clock, "s"),
         Metric("eval_time", "value", time.perf_counter() - t1, "s"),
         Metric("steps", "value", step, "count"),
+        Metric("best_step", "value", best[1], "count"),
+        Metric("steps_to_threshold", "value", reached_at[0] if reached_at else nan, "count"),
+        Metric("time_to_threshold", "value", reached_at[1] if reached_at else nan, "s"),
+        Metric("reached", "value", float(reached_at is not None), "bool"),
+        Metric("still_falling", "value", float(step == steps and still_falling(losses)), "bool"),
         Metric("params", "value", info["params"], "count"),
         Metric("final_train_loss", "value", sum(tail) / len(tail), "nats", len(tail)),
     ]

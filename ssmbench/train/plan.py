@@ -1,7 +1,10 @@
-"""Planning accuracy runs: validate ``[[accuracy]]`` tables and CLI flags, turn them into cases.
+"""Planning accuracy runs: validate ``[[accuracy]]`` tables and CLI flags, turn them into screen cases.
 
-Suites declare ``[[accuracy]]`` tables (see :data:`TABLE_KEYS`); ``plan_accuracy_tables`` turns them into cases,
-``ssmbench.train.loop.run_accuracy_case`` runs one in the worker. Formats and expected results: docs/tasks.md §7-8.
+Suites declare ``[[accuracy]]`` tables (see :data:`TABLE_KEYS`; unset keys come from the task's calibrated protocol
+in :mod:`ssmbench.train.defaults`). ``plan_accuracy`` returns the *screen*: one case per (train length, model,
+lr of the grid) at the first seed; :mod:`ssmbench.train.protocol` plans the rest (grid extension, further seeds)
+from the stored screen rows. ``ssmbench.train.loop.run_accuracy_case`` runs one case in the worker.
+Formats, protocol and expected results: docs/tasks.md.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import Any
 from ssmbench.case import Case
 from ssmbench.schema import check_keys, check_model_options
 from ssmbench.spec import SpecError, check_device_dtype, parse_lengths, parse_models
+from ssmbench.train.defaults import merge_options, task_defaults
+from ssmbench.train.optim import SCHEDULES
 
 # Every key an [[accuracy]] table (or the `ssmbench accuracy` command) accepts, with its default.
 TABLE_KEYS: dict[str, Any] = {
@@ -21,31 +26,34 @@ TABLE_KEYS: dict[str, Any] = {
     "lengths": None,  # train lengths; default: the task's train_length, else its CPU lengths
     "eval_lengths": None,  # extra evaluation lengths; default: the task's lengths for extrapolation tasks
     "steps": 1500,
-    "lr": 1e-3,  # a number, or a table per model: { transformer = 3e-3, default = 1e-3 }
+    "lr": None,  # a fixed lr (no grid): a number, or a table per model: { transformer = 3e-3, default = 1e-3 }
+    "lr_grid": [1e-3, 3e-3, 1e-2],  # screened at the first seed, the same for every family (docs/tasks.md)
+    "seeds": 3,  # seeds in all at the chosen lr (the screen's seed counts as the first)
+    "metric": "accuracy",  # selection/headline metric: "accuracy" (tokens) or "seq_accuracy" (whole answers)
+    "threshold": 0.9,  # a seed "reached" the task when its validation metric got there
+    "eval_every": 100,  # validation cadence in steps (learning curve, early stop, best checkpoint)
+    "val_examples": 256,  # validation rows at the train length (own seed stream, never the test rows)
     "batch": 64,
-    "d_model": 64,
+    "d_model": 64,  # a number, or a table per model: { transformer = 128, default = 64 }
     "n_layers": 2,
     "model_options": {},  # config fields, e.g. { head_dim = 16, mamba = { d_state = 16 } } (see _model_options)
     "params": {},  # task parameters, e.g. { num_kv_pairs = 8 }
-    "warmup": 0.05,  # fraction of the steps spent in linear warm-up
+    "warmup": 0.0,  # fraction of the steps spent in linear warm-up (its own knob; any schedule)
     "schedule": "cosine",  # after the warm-up: "cosine" (to 0 at the last step) or "constant" (the Mamba paper's)
     "weight_decay": 0.1,
     "grad_clip": 1.0,
     "eval_examples": 512,  # rows of the fixed held-out set per length
     "eval_tokens": 32768,  # evaluation batch = eval_tokens // length rows (bounds attention memory)
-    "stop_at": None,  # stop early once held-out accuracy at the train length reaches this (checked every 10%)
+    "stop_at": None,  # stop early once the validation metric reaches this (checked every eval_every steps)
     "seed": 0,
     "device": "auto",
     "dtype": "float32",
-    "threads": 0,
+    "threads": 1,  # torch threads per worker on CPU: one (two contend on a small machine); 0 = all cores
     "timeout_s": 1800.0,
     "name": "",
 }
 DTYPES = ("float32", "float64")
-SCHEDULES = ("cosine", "constant")
-EVAL_SEED = 1_000_003  # held-out sets depend only on task, params and length: every model sees the same rows
-# Parameters that are not weight matrices although they are >= 2-D: SSM dynamics (decay would pull them to 0).
-_NO_DECAY_NAMES = ("A_log", "A_log_real", "A_imag", "A_real", "log_dt", "dt_bias", "inv_dt", "D")
+METRICS = ("accuracy", "seq_accuracy")
 
 
 def _check_number(where: str, key: str, value: Any, *, integer: bool, minimum: float, open_min: bool = False) -> None:
@@ -70,23 +78,41 @@ def _length_list(where: str, key: str, value: Any) -> tuple[int, ...]:
         raise SpecError(f"{where}: {key}: {exc}") from None
 
 
-def _lr_per_model(where: str, lr: Any, models: Sequence[str]) -> dict[str, float]:
+def _per_model(where: str, key: str, value: Any, models: Sequence[str], *, integer: bool = False
+               ) -> dict[str, float]:
+    """A number for every model, or a table ``{ transformer = 3e-3, default = 1e-3 }`` (model names or 'default')."""
     from ssmbench.registry import MODELS, UnknownName
 
-    if not isinstance(lr, Mapping):
-        _check_number(where, "lr", lr, integer=False, minimum=0, open_min=True)
-        return dict.fromkeys(models, float(lr))
-    table: dict[str, float] = {}
-    for key, value in lr.items():
-        _check_number(where, f"lr.{key}", value, integer=False, minimum=0, open_min=True)
+    minimum = 1 if integer else 0
+    if not isinstance(value, Mapping):
+        _check_number(where, key, value, integer=integer, minimum=minimum, open_min=not integer)
+        return dict.fromkeys(models, value)
+    table: dict[str, Any] = {}
+    for name, v in value.items():
+        _check_number(where, f"{key}.{name}", v, integer=integer, minimum=minimum, open_min=not integer)
         try:
-            table[key if key == "default" else MODELS.get(key).name] = float(value)
+            table[name if name == "default" else MODELS.get(name).name] = v
         except UnknownName as exc:
-            raise SpecError(f"{where}: lr: {exc}") from None
+            raise SpecError(f"{where}: {key}: {exc}") from None
     missing = [m for m in models if m not in table and "default" not in table]
     if missing:
-        raise SpecError(f"{where}: lr table has no entry for {', '.join(missing)} (add one, or a 'default')")
-    return {m: table.get(m, table.get("default", 0.0)) for m in models}
+        raise SpecError(f"{where}: {key} table has no entry for {', '.join(missing)} (add one, or a 'default')")
+    return {m: table.get(m, table.get("default")) for m in models}
+
+
+def _lr_grid(where: str, value: Any) -> tuple[float, ...]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, str):
+        try:
+            value = [float(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise SpecError(f"{where}: lr_grid must be numbers such as 1e-3,3e-3,1e-2, got {value!r}") from None
+    if not isinstance(value, (list, tuple)) or not value:
+        raise SpecError(f"{where}: lr_grid must be a non-empty list of learning rates, got {value!r}")
+    for v in value:
+        _check_number(where, "lr_grid", v, integer=False, minimum=0, open_min=True)
+    return tuple(sorted({float(v) for v in value}))
 
 
 def _model_options(where: str, options: Mapping[str, Any], models: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -129,7 +155,7 @@ def task_params(task: Any, seq_len: int, overrides: Mapping[str, Any], *, evalua
 
 def _check_scalars(where: str, t: Mapping[str, Any]) -> None:
     """The numeric and enumerated keys of an [[accuracy]] table (defaults filled in)."""
-    for key in ("steps", "batch", "d_model", "n_layers", "eval_examples", "eval_tokens"):
+    for key in ("steps", "batch", "n_layers", "eval_examples", "eval_tokens", "seeds", "eval_every", "val_examples"):
         _check_number(where, key, t[key], integer=True, minimum=1)
     _check_number(where, "seed", t["seed"], integer=True, minimum=0)
     _check_number(where, "threads", t["threads"], integer=True, minimum=0)
@@ -142,6 +168,9 @@ def _check_scalars(where: str, t: Mapping[str, Any]) -> None:
         raise SpecError(f"{where}: schedule must be one of {', '.join(SCHEDULES)}, got {t['schedule']!r}")
     if t["stop_at"] is not None:
         _check_number(where, "stop_at", t["stop_at"], integer=False, minimum=0, open_min=True)
+    _check_number(where, "threshold", t["threshold"], integer=False, minimum=0, open_min=True)
+    if t["metric"] not in METRICS:
+        raise SpecError(f"{where}: metric must be one of {', '.join(METRICS)}, got {t['metric']!r}")
     if t["dtype"] not in DTYPES:
         raise SpecError(f"{where}: accuracy runs train in {' or '.join(DTYPES)}, got dtype {t['dtype']!r}")
     try:
@@ -150,37 +179,55 @@ def _check_scalars(where: str, t: Mapping[str, Any]) -> None:
         raise SpecError(f"{where}: {exc}") from None
 
 
-def plan_accuracy(table: Mapping[str, Any], where: str = "accuracy") -> list[Case]:
-    """Cases of one [[accuracy]] table: one per (train length, model). Raises SpecError on bad input."""
+def _resolved_table(table: Mapping[str, Any], where: str) -> tuple[Any, dict[str, Any]]:
+    """(task, table with the task's calibrated protocol and the generic defaults filled in)."""
     from ssmbench.registry import TASKS, UnknownName
-    from ssmbench.spec import resolve_device
 
     check_keys(where, table, TABLE_KEYS, required=("task", "models"))  # the shared schema's key check
-    t = {**TABLE_KEYS, **{k: v for k, v in table.items() if v is not None}}
     try:
-        task = TASKS.load(str(t["task"]))
+        task = TASKS.load(str(table["task"]))
     except UnknownName as exc:
         raise SpecError(f"{where}: {exc}") from None
+    calibrated = task_defaults(task.name)
+    given = {k: v for k, v in table.items() if v is not None}
+    t = {**TABLE_KEYS, **calibrated, **given}
+    for key in ("model_options", "params"):
+        if not isinstance(t[key], Mapping):
+            raise SpecError(f"{where}: {key} must be a table, e.g. {{ d_state = 16 }}")
+    t["model_options"] = merge_options(dict(calibrated.get("model_options", {})), dict(given.get("model_options", {})))
+    t["params"] = {**calibrated.get("params", {}), **given.get("params", {})}
+    return task, t
+
+
+def plan_accuracy(table: Mapping[str, Any], where: str = "accuracy") -> list[Case]:
+    """Screen cases of one [[accuracy]] table: one per (train length, model, lr) at the first seed (a fixed
+    ``lr`` makes a one-point grid). Raises SpecError on bad input."""
+    from ssmbench.spec import resolve_device
+
+    task, t = _resolved_table(table, where)
     models_text = ",".join(t["models"]) if isinstance(t["models"], (list, tuple)) else str(t["models"])
     try:
         models = parse_models(models_text)
     except SpecError as exc:
         raise SpecError(f"{where}: {exc}") from None
     default_train = (task.train_length,) if task.train_length else task.lengths
-    lengths = _length_list(where, "lengths", t["lengths"]) if table.get("lengths") is not None else default_train
-    if table.get("eval_lengths") is not None:
+    lengths = _length_list(where, "lengths", t["lengths"]) if t.get("lengths") is not None else default_train
+    if t.get("eval_lengths") is not None:
         eval_lengths = _length_list(where, "eval_lengths", t["eval_lengths"])
     else:
         eval_lengths = task.lengths if task.train_length else ()
     _check_scalars(where, t)
-    for key in ("model_options", "params"):
-        if not isinstance(t[key], Mapping):
-            raise SpecError(f"{where}: {key} must be a table, e.g. {{ d_state = 16 }}")
     names = [m.name for m in models]
-    lr = _lr_per_model(where, t["lr"], names)
+    if t["lr"] is not None:  # a fixed lr per family: a one-point grid, nothing to select
+        fixed = _per_model(where, "lr", t["lr"], names)
+        grids = {m: (float(fixed[m]),) for m in names}
+    else:
+        grid = _lr_grid(where, t["lr_grid"])
+        grids = dict.fromkeys(names, grid)
+    widths = _per_model(where, "d_model", t["d_model"], names, integer=True)
     model_options = _model_options(where, t["model_options"], names)
     for m in names:  # option values against the config fields' types and ranges (the shared schema's rule)
-        check_model_options(f"{where}: model_options", model_options[m], [m], d_model=t["d_model"],
+        check_model_options(f"{where}: model_options", model_options[m], [m], d_model=int(widths[m]),
                             n_layers=t["n_layers"])
     params = {**task.defaults, **t["params"]}
     vocab = None
@@ -195,8 +242,8 @@ def plan_accuracy(table: Mapping[str, Any], where: str = "accuracy") -> list[Cas
 
     for m in models:  # build each config now: a bad option value fails here, not in the worker an hour later
         try:
-            make_config(m.name, backend=m.backend, d_model=t["d_model"], n_layers=t["n_layers"], vocab_size=vocab or 2,
-                        options=model_options[m.name], strict=True)
+            make_config(m.name, backend=m.backend, d_model=widths[m.name], n_layers=t["n_layers"],
+                        vocab_size=vocab or 2, options=model_options[m.name], strict=True)
         except (TypeError, ValueError) as exc:
             raise SpecError(f"{where}: model {m.name}: {exc}") from None
     try:
@@ -204,20 +251,24 @@ def plan_accuracy(table: Mapping[str, Any], where: str = "accuracy") -> list[Cas
     except SpecError as exc:
         raise SpecError(f"{where}: {exc}") from None
     common = (("eval_examples", t["eval_examples"]), ("eval_tokens", t["eval_tokens"]),
-              ("grad_clip", float(t["grad_clip"])), ("params", tuple(sorted(params.items()))),
-              ("schedule", t["schedule"]),
-              ("steps", t["steps"]), ("stop_at", t["stop_at"]), ("warmup", float(t["warmup"])),
-              ("weight_decay", float(t["weight_decay"])))
+              ("eval_every", t["eval_every"]), ("grad_clip", float(t["grad_clip"])), ("metric", t["metric"]),
+              ("params", tuple(sorted(params.items()))), ("role", "screen"), ("schedule", t["schedule"]),
+              ("seeds", t["seeds"]), ("steps", t["steps"]), ("stop_at", t["stop_at"]),
+              ("threshold", float(t["threshold"])), ("val_examples", t["val_examples"]),
+              ("warmup", float(t["warmup"])), ("weight_decay", float(t["weight_decay"])))
     cases = []
     for seq_len in lengths:
         evals = tuple(sorted(set(eval_lengths) | {seq_len}))
         for m in models:
-            options = tuple(sorted((*common, ("eval_lengths", evals), ("lr", lr[m.name]))))
-            cases.append(Case(kind="accuracy", model=m.name, backend=m.backend, mode="train", device=device,
-                              dtype=t["dtype"], batch=t["batch"], seq_len=seq_len, d_model=t["d_model"],
-                              n_layers=t["n_layers"], vocab_size=vocab or task.vocab_size(params),
-                              model_options=tuple(sorted(model_options[m.name].items())), threads=t["threads"],
-                              seed=t["seed"], task=task.name, options=options, timeout_s=float(t["timeout_s"])))
+            for lr in grids[m.name]:
+                options = tuple(sorted((*common, ("eval_lengths", evals), ("lr", lr),
+                                        ("lr_grid", grids[m.name]))))
+                cases.append(Case(kind="accuracy", model=m.name, backend=m.backend, mode="train", device=device,
+                                  dtype=t["dtype"], batch=t["batch"], seq_len=seq_len, d_model=int(widths[m.name]),
+                                  n_layers=t["n_layers"], vocab_size=vocab or task.vocab_size(params),
+                                  model_options=tuple(sorted(model_options[m.name].items())),
+                                  threads=t["threads"], seed=t["seed"], task=task.name, options=options,
+                                  timeout_s=float(t["timeout_s"])))
     return cases
 
 
