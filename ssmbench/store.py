@@ -4,6 +4,7 @@ Layout under the output root (``results/`` by default)::
 
     parts/<case_id>.parquet   rows of one case (overwritten when the case is re-run: no duplicates)
     runs/<run_id>.parquet     one row per run: the environment fingerprint
+    searches/<id>.json        the answer of one adaptive search (``ssmbench crossover``); its probes are parts
 
 Every file is written to a temporary name in the same directory and renamed, so a killed sweep leaves either
 the whole part or nothing. ``load(root)`` returns all rows as one pandas DataFrame
