@@ -99,6 +99,7 @@ def _print_text(s: dict, search_id: str, out: Path) -> None:
     from rich.table import Table
 
     from ssmbench.report.common import format_length
+    from ssmbench.report.searches import answer_sentence
 
     a, b = s["models"]
     table = Table(title=f"probes ({a} time / {b} time; < 1: {a} faster)")
@@ -108,28 +109,6 @@ def _print_text(s: dict, search_id: str, out: Path) -> None:
         table.add_row(format_length(p["length"]) if p["length"] >= 1024 else str(p["length"]), str(p["rounds"]),
                       f"{p['ratio']:.3f}", f"{p['ci'][0]:.3f} – {p['ci'][1]:.3f}", p["faster"] or "tie")
     console.print(table)
-    console.print(describe(s))
+    console.print(answer_sentence(s), markup=False, highlight=False)
     console.print(f"[dim]{len(s['probes'])} probes in {s['wall_s']:.0f} s (stopped by {s['stopped_by']}); "
                   f"search {search_id} stored in {out}[/dim]")
-
-
-def describe(s: dict) -> str:
-    """The answer in one sentence."""
-    from ssmbench.report.common import format_length
-
-    a, b = s["models"]
-    lo_range, hi_range = (format_length(x) for x in s["range"])
-    if s["answer"] in ("crosses", "crosses_more_than_once"):
-        slower = b if s["faster_above"] == a else a
-        lo, hi = (format_length(x) for x in s["interval"])
-        text = (f"[bold]{s['faster_above']}[/bold] is faster than {slower} above L* ≈ "
-                f"[bold]{format_length(s['crossover_len'])}[/bold] (interval {lo} – {hi})")
-        if s["answer"] == "crosses_more_than_once":
-            text += f"; but they cross more than once: {s['note']}"
-        return text + (f" — {s['note']}" if s["note"] and s["answer"] == "crosses" else "")
-    if s["answer"] == "never_crosses":
-        return (f"never crosses in [{lo_range}, {hi_range}]: {s['faster_above']} is faster at every decided length "
-                f"({s['note']})")
-    if s["answer"] == "indistinguishable":
-        return f"no length where either is shown faster: {s['note']}"
-    return f"the search failed: {s['note']}"

@@ -18,22 +18,30 @@ def searches_for(searches: list[dict[str, Any]], key: tuple) -> list[dict[str, A
     return [s for s in searches if tuple(s.get(k) for k in FIGURE_KEYS) == tuple(key) and s.get("interval")]
 
 
-def describe(s: dict[str, Any]) -> str:
+def answer_sentence(s: dict[str, Any]) -> str:
+    """A search's answer in one sentence; ``ssmbench crossover`` prints it and the report adds the context."""
     a, b = s["models"]
-    span = f"{s['range'][0]}..{format_length(s['range'][1])}"
+    span = f"{format_length(s['range'][0])}..{format_length(s['range'][1])}"
+    note = f" ({s['note']})" if s.get("note") else ""
     if s["answer"] in ("crosses", "crosses_more_than_once") and s.get("interval"):
         slower = b if s["faster_above"] == a else a
         lo, hi = (format_length(x) for x in s["interval"])
         text = (f"{s['faster_above']} is faster than {slower} above L* ≈ {format_length(s['crossover_len'])} "
                 f"(interval {lo} – {hi})")
         if s["answer"] == "crosses_more_than_once":
-            text += f", but they cross more than once ({s['note']})"
-    elif s["answer"] == "never_crosses":
-        text = f"{a} vs {b}: never cross in {span}; {s['faster_above']} is faster ({s['note']})"
-    else:
-        text = f"{a} vs {b}: {s['answer']} ({s['note']})"
-    return (f"{text} — {s['mode']}, {s['device']} {s['dtype']}, d_model {s['d_model']}, {len(s['probes'])} probes, "
-            f"{s['wall_s']:.0f} s, stopped by {s['stopped_by']}, per-probe confidence {s['confidence']:.0%}")
+            return f"{text}, but they cross more than once{note}"
+        return text + note
+    if s["answer"] == "never_crosses":
+        return f"{a} vs {b}: never cross in {span}; {s['faster_above']} is faster at every decided length{note}"
+    if s["answer"] == "indistinguishable":
+        return f"{a} vs {b}: no length in {span} where either is shown faster{note}"
+    return f"{a} vs {b}: the search failed{note}"
+
+
+def describe(s: dict[str, Any]) -> str:
+    return (f"{answer_sentence(s)} — {s['mode']}, {s['device']} {s['dtype']}, d_model {s['d_model']}, "
+            f"{len(s['probes'])} probes, {s['wall_s']:.0f} s, stopped by {s['stopped_by']}, per-probe confidence "
+            f"{s['confidence']:.0%}")
 
 
 def mark_searches(ax: Any, searches: list[dict[str, Any]]) -> None:

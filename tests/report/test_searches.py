@@ -38,3 +38,15 @@ def test_report_lists_and_draws_the_search(tmp_path, tiny_case):
     md = res.markdown.read_text()
     assert "## Crossover searches" in md and "L* ≈ 1.1k" in md
     assert res.figures and res.figures[0].stat().st_size > 10_000
+
+
+def test_every_answer_reads_as_one_sentence():
+    from ssmbench.report.searches import answer_sentence
+
+    twice = _summary(answer="crosses_more_than_once", note="also faster at 512")
+    assert answer_sentence(twice).endswith(", but they cross more than once (also faster at 512)")
+    tie = _summary(answer="indistinguishable", interval=None, crossover_len=None, faster_above=None, note="CI")
+    assert answer_sentence(tie) == "mamba vs transformer: no length in 256..4k where either is shown faster (CI)"
+    failed = _summary(answer="failed", interval=None, crossover_len=None, faster_above=None, note="oom at 256")
+    assert answer_sentence(failed) == "mamba vs transformer: the search failed (oom at 256)"
+    assert answer_sentence(_summary()) == "mamba is faster than transformer above L* ≈ 1.1k (interval 1k – 1.1k)"
