@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ssmbench.case import Case
+from ssmbench.case import _ID_IF_SET, Case
 from ssmbench.gate.calibrate import Calibration
 from ssmbench.spec import SpecError
 
@@ -29,8 +29,10 @@ _NOT_IN_KEY = ("samples", "budget_s", "warmup", "timeout_s")
 
 
 def case_key(case: Case) -> str:
-    """Identity of a case across runs of the gate: the case_id hash without the sampling settings."""
-    payload = {k: v for k, v in asdict(case).items() if k not in _NOT_IN_KEY}
+    """Identity of a case across runs of the gate: the case_id hash without the sampling settings. Fields added to
+    Case later are left out at their defaults (as in ``Case.case_id``), so a new field keeps baselines valid."""
+    payload = {k: v for k, v in asdict(case).items()
+               if k not in _NOT_IN_KEY and not (k in _ID_IF_SET and v == _ID_IF_SET[k])}
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
