@@ -34,6 +34,7 @@ from torch.overrides import TorchFunctionMode
 from ssmbench.bench.generate import time_tokens
 from ssmbench.bench.measure import LAUNCH_BOUND_RATIO, build_case_model, ran_backend, timing_metrics
 from ssmbench.bench.memory import measure_peak
+from ssmbench.bench.memory_model import estimate_metrics
 from ssmbench.bench.timer import Timing, measure
 from ssmbench.case import Case
 from ssmbench.models.blocks import DTYPES, SequenceModel, tensor_bytes
@@ -133,7 +134,7 @@ def _quantile_metrics(name: str, t: Timing) -> list[Metric]:
 
 
 def _common_metrics(case: Case, info: dict[str, Any], snapshot: CacheSnapshot, cache: list[Any],
-                    paths: list[str]) -> list[Metric]:
+                    paths: list[str], model: SequenceModel | None = None) -> list[Metric]:
     n_loop = sum(p == STEP_LOOP for p in paths)
     info["prefill_path"] = summarize_paths(paths)
     if n_loop:  # a step-by-step prefill dispatches no kernel op: say what ran instead of "?"
@@ -141,7 +142,10 @@ def _common_metrics(case: Case, info: dict[str, Any], snapshot: CacheSnapshot, c
     return [Metric("state_bytes", "value", snapshot.bytes_at(case.seq_len), "B"),
             Metric("cache_bytes_allocated", "value", tensor_bytes(cache), "B"),
             Metric("prefill_step_loop_layers", "value", n_loop, "count"),
-            Metric("params", "value", info["params"], "count")]
+            Metric("params", "value", info["params"], "count"),
+            # analytic: cache + the prefill's working set (the measured counterpart is cache + peak_mem_delta)
+            *(estimate_metrics(model, case.mode, DTYPES[case.dtype], case.batch, case.seq_len,
+                               int(case.option("decode_tokens", 0) or 0)) if model is not None else [])]
 
 
 def run_prefill(case: Case, model: SequenceModel, prompt: torch.Tensor, info: dict[str, Any]) -> CaseResult:
@@ -165,7 +169,7 @@ def run_prefill(case: Case, model: SequenceModel, prompt: torch.Tensor, info: di
     if peak is not None:
         metrics += [Metric("peak_mem", "max", peak.peak_bytes, "B"),
                     Metric("peak_mem_delta", "max", peak.delta_bytes, "B")]
-    metrics += _common_metrics(case, info, empty, cache, paths)
+    metrics += _common_metrics(case, info, empty, cache, paths, model)
     return CaseResult(status="ok", metrics=metrics, info=info)
 
 
@@ -224,7 +228,7 @@ def run_decode(case: Case, model: SequenceModel, prompt: torch.Tensor, info: dic
         fraction, mm, step_s, n_ops = step_overhead(decoder, rewind)
         metrics += [Metric("step_matmul_time", "min", mm, "s", n_ops), Metric("step_time", "min", step_s, "s"),
                     Metric("step_overhead_fraction", "value", fraction, "fraction")]
-    metrics += _common_metrics(case, info, snapshot, cache, paths)
+    metrics += _common_metrics(case, info, snapshot, cache, paths, model)
     info.update(cuda_graphs=graphs, decode_tokens=k, static_mixers=decoder.static_mixers)
     return CaseResult(status="ok", metrics=metrics, info=info)
 

@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from ssmbench.bench.cost import case_flops
 from ssmbench.bench.measure import build_case_model, ran_backend, timing_metrics
 from ssmbench.bench.memory import measure_peak
+from ssmbench.bench.memory_model import estimate_metrics
 from ssmbench.bench.timer import measure
 from ssmbench.case import Case
+from ssmbench.models.blocks import DTYPES
 from ssmbench.store import CaseResult, Metric
 
 
@@ -62,6 +64,7 @@ def run_training_mode_case(case: Case) -> CaseResult:
         metrics += [Metric("peak_mem", "max", peak.peak_bytes, "B"), Metric("peak_mem_delta", "max",
                                                                              peak.delta_bytes, "B")]
     metrics.append(Metric("params", "value", info["params"], "count"))
+    metrics += estimate_metrics(model, case.mode, DTYPES[case.dtype], case.batch, case.seq_len)
     flops = case_flops(model, case.batch, case.seq_len, case.mode)
     metrics += [Metric("flops", "value", flops, "FLOP"),
                 Metric("achieved_flops", "median", flops / timing.median, "FLOP/s", len(timing.samples))]

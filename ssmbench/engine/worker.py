@@ -67,9 +67,21 @@ def execute(case: Case) -> tuple[CaseResult, bool]:
             return load_target(EXECUTORS[case.kind])(case), False
     except Exception as exc:  # every failure becomes a status row; the sweep goes on
         status, message, suspect = classify(exc)
-        return CaseResult(status=status, error=message), suspect
+        return CaseResult(status=status, error=message, metrics=_oom_estimate(case) if status == "oom" else None), \
+            suspect
     finally:
         _release_memory(case.device)
+
+
+def _oom_estimate(case: Case) -> list | None:
+    """An out-of-memory row still carries the analytic memory estimate, so the report can say by how much the
+    case missed the budget and predict the longest length that fits."""
+    from ssmbench.bench.memory_model import case_estimate_metrics
+
+    try:
+        return case_estimate_metrics(case) or None
+    except Exception:  # an estimate is a bonus; never let it hide the oom itself
+        return None
 
 
 def _release_memory(device: str) -> None:

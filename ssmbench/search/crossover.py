@@ -153,8 +153,9 @@ def search_crossover(measure: Measure, grid: Sequence[int], settings: SearchSett
     def result(answer: str, stopped: str, interval: tuple[int, int] | None = None, faster: str | None = None,
                length: float | None = None, note: str = "") -> SearchResult:
         probes = sorted(run.probes.values(), key=lambda p: p.length)
-        return SearchResult(answer, length, interval, faster, probes, stopped, (grid[0], grid[-1]),
-                            clock() - run.start, note)
+        # the range the answer covers: what was probed when the budget or a failure cut the walk short
+        covered = (grid[0], probes[-1].length if answer == "never_crosses" and probes else grid[-1])
+        return SearchResult(answer, length, interval, faster, probes, stopped, covered, clock() - run.start, note)
 
     # 1. bracket on the powers of two
     last: Probe | None = None
