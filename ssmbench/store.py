@@ -13,6 +13,7 @@ the whole part or nothing. ``load(root)`` returns all rows as one pandas DataFra
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -83,16 +84,75 @@ class CaseResult:
     info: dict[str, Any] | None = None  # backend that ran, params, d_state, notes
 
 
-def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+class WriteFailed(OSError):
+    """A results file could not be written (read-only or full disk, a file where a directory should be...).
+
+    Raised instead of the bare OSError so that callers can say what is saved and what is not, in one line."""
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.path, self.cause = path, cause
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path}: {self.cause.strerror or self.cause}"
+
+
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows; else set and restored at once)."""
     try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write_table(table: pa.Table, path: Path) -> None:
+    """Write to a temporary file beside ``path`` and rename: a reader or a killed writer never sees half a file.
+
+    mkstemp creates the file with mode 0600; it gets the mode a plain ``open`` would (0666 minus the umask), so a
+    results directory shared through group/world permissions stays readable. Failures raise :class:`WriteFailed`.
+    """
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())
         pq.write_table(table, tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise WriteFailed(path, exc) from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(root: str | os.PathLike[str], subdirs: tuple[str, ...] = ("parts", "runs")) -> None:
+    """Fail before measuring if results could not be written under ``root`` (raises :class:`WriteFailed`).
+
+    Creates the directories and a probe file in each (os.access says yes to root on a read-only mount, and says
+    nothing about a full disk or a file sitting where the directory should be)."""
+    for sub in subdirs:
+        d = Path(root) / sub
+        if d.exists() and not d.is_dir():
+            raise WriteFailed(d, OSError(errno.ENOTDIR, "a file is in the way (expected a directory)"))
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=d)
+            try:
+                os.write(fd, b"x")
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+        except OSError as exc:
+            raise WriteFailed(d, exc) from None
 
 
 def _now() -> str:
@@ -124,9 +184,13 @@ def case_rows(run_id: str, case: Case, result: CaseResult) -> list[dict[str, Any
     return rows
 
 
+def part_path(root: str | os.PathLike[str], case: Case) -> Path:
+    return Path(root) / "parts" / f"{case.case_id}.parquet"
+
+
 def write_case(root: str | os.PathLike[str], run_id: str, case: Case, result: CaseResult) -> Path:
     table = pa.Table.from_pylist(case_rows(run_id, case, result), schema=SCHEMA)
-    path = Path(root) / "parts" / f"{case.case_id}.parquet"
+    path = part_path(root, case)
     _atomic_write_table(table, path)
     return path
 
@@ -149,19 +213,82 @@ def _part_files(root: Path) -> list[Path]:
     return sorted((root / "parts").glob("*.parquet"))
 
 
-def load(root: str | os.PathLike[str] = "results") -> pd.DataFrame:
-    """All result rows under ``root`` as one DataFrame (empty, with the schema's columns, if none)."""
-    files = _part_files(Path(root))
-    if not files:
+_PART_COLUMNS = ("case_id", "status", "metric", "stat", "value")  # without these a file is no part of ours
+QUARANTINE = ".quarantine"  # damaged parts are moved to parts/.quarantine/ (out of the *.parquet glob)
+
+
+def _unreadable(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "magic bytes" in text:  # pyarrow's wording for a missing footer
+        return "truncated, or not a Parquet file"
+    return f"unreadable: {text[:100]}"
+
+
+def part_problem(path: Path) -> str | None:
+    """Why a part file cannot be used (unreadable, truncated, someone else's Parquet), or None if it is fine."""
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, pa.ArrowException) as exc:
+        return _unreadable(exc)
+    missing = [c for c in _PART_COLUMNS if c not in names]
+    return f"not an ssmbench part (no {', '.join(missing)} column)" if missing else None
+
+
+def damaged_parts(root: str | os.PathLike[str]) -> list[tuple[Path, str]]:
+    """(path, problem) of every part file under ``root`` that :func:`load` would skip."""
+    found = ((f, part_problem(f)) for f in _part_files(Path(root)))
+    return [(f, why) for f, why in found if why is not None]
+
+
+def quarantine_damaged(root: str | os.PathLike[str]) -> list[tuple[Path, str]]:
+    """Move damaged part files to ``parts/.quarantine/`` (kept for inspection, no longer read); their cases count as
+    unfinished, so the next sweep re-runs them. Returns (new path, problem) of each moved file."""
+    moved = []
+    for f, why in damaged_parts(root):
+        target_dir = f.parent / QUARANTINE
+        target_dir.mkdir(exist_ok=True)
+        target = target_dir / f.name
+        n = 1
+        while target.exists():
+            target, n = target_dir / f"{f.stem}.{n}{f.suffix}", n + 1
+        os.replace(f, target)
+        moved.append((target, why))
+    return moved
+
+
+def load(root: str | os.PathLike[str] = "results", skipped: list[tuple[Path, str]] | None = None) -> pd.DataFrame:
+    """All result rows under ``root`` as one DataFrame (empty, with the schema's columns, if none).
+
+    Damaged or foreign part files are skipped (a single bad file never hides the others); pass a list as
+    ``skipped`` to learn which, with the reason."""
+    tables = []
+    for f in _part_files(Path(root)):
+        why = part_problem(f)
+        if why is None:
+            try:
+                tables.append(pq.read_table(f, schema=SCHEMA))
+            except (OSError, pa.ArrowException) as exc:
+                why = _unreadable(exc)
+        if why is not None and skipped is not None:
+            skipped.append((f, why))
+    if not tables:
         return SCHEMA.empty_table().to_pandas()
-    return pa.concat_tables(pq.read_table(f, schema=SCHEMA) for f in files).to_pandas()
+    return pa.concat_tables(tables).to_pandas()
 
 
 def load_runs(root: str | os.PathLike[str] = "results") -> pd.DataFrame:
     files = sorted((Path(root) / "runs").glob("*.parquet"))
     if not files:
         return pd.DataFrame(columns=["run_id", "timestamp", "command", "env"])
-    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    frames = []
+    for f in files:
+        try:
+            frames.append(pq.read_table(f).to_pandas())
+        except (OSError, pa.ArrowException):
+            continue  # a damaged run record only loses its environment line, never the results
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "timestamp", "command", "env"])
+    return pd.concat(frames, ignore_index=True)
 
 
 def finished_cases(root: str | os.PathLike[str]) -> dict[str, str]:
@@ -170,8 +297,8 @@ def finished_cases(root: str | os.PathLike[str]) -> dict[str, str]:
     for f in _part_files(Path(root)):
         try:
             t = pq.read_table(f, columns=["case_id", "status"])
-        except (OSError, pa.ArrowInvalid):
-            continue  # an unreadable part counts as unfinished and is re-run
+        except (OSError, pa.ArrowException):
+            continue  # an unreadable or foreign part counts as unfinished and is re-run
         if t.num_rows:
             out[t.column("case_id")[0].as_py()] = t.column("status")[0].as_py()
     return out
@@ -183,6 +310,7 @@ def write_search(root: str | os.PathLike[str], search_id: str, summary: dict[str
     path = Path(root) / "searches" / f"{search_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would create it, not mkstemp's 0600
     with os.fdopen(fd, "w") as f:
         json.dump({"search_id": search_id, "schema_version": SCHEMA_VERSION, "timestamp": _now(), **summary}, f,
                   indent=1, default=str)

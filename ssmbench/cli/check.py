@@ -41,6 +41,7 @@ def check(
     = "auto",
 ) -> None:
     """Throughput regression gate: compare the suite's speed with a baseline or a git ref (exit 1 on regression)."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
@@ -52,6 +53,8 @@ def check(
         raise SpecError("give exactly one of --baseline PATH (stored baseline) or --against REF (git ref)")
     if update_baseline and (baseline is None or option):
         raise SpecError("--update-baseline records --baseline PATH from the unmodified code (no --option)")
+    if update_baseline:  # before measuring the whole suite: the baseline's directory must take the file
+        _check_baseline_writable(baseline)
     plan = gate.plan_check(suite, rounds=rounds, threshold=threshold, alpha=alpha)
     inject = parse_options(option)
     if inject:  # validated against the suite's models before anything is measured
@@ -70,8 +73,8 @@ def check(
             try:
                 path, _, cal = gate.record_baseline(plan, baseline, command=" ".join(["ssmbench", *sys.argv[1:]]),
                                                     on_progress=on_progress)
-            except RuntimeError as exc:
-                err_console.print(f"[red]{exc}[/red]")
+            except (RuntimeError, OSError) as exc:  # a failed case, or the baseline file could not be written
+                err_console.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
                 raise typer.Exit(1) from None
         elif baseline is not None:
             result = gate.run_against_baseline(plan, baseline, inject=inject, force=force, remeasure=remeasure,
@@ -99,3 +102,14 @@ def check(
     console.print(f"{headline(result)}  (geomean ratio {result.geomean_ratio:.3f}, {result.seconds:.0f} s)")
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+def _check_baseline_writable(path: Path) -> None:
+    from ssmbench import store
+
+    if path.is_dir():
+        raise SpecError(f"--baseline '{path}' is a directory; give a file path such as {path}/ci.parquet")
+    try:
+        store.check_writable(path.parent, subdirs=("",))
+    except store.WriteFailed as exc:
+        raise SpecError(f"cannot record the baseline at '{path}' ({exc}); choose another --baseline path") from None

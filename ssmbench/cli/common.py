@@ -90,6 +90,7 @@ def run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retr
     )
 
     from ssmbench.engine.executors import run_with_executor
+    from ssmbench.engine.runner import ResultsNotSaved
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console,
@@ -104,12 +105,21 @@ def run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retr
 
     try:
         with progress:
-            kw = {"command": command, "suite": suite, "in_process": in_process,
-                  "skip_after_oom": skip_after_oom} if executor != "slurm" else {}
+            kw = {"command": command, "suite": suite, "in_process": in_process, "skip_after_oom": skip_after_oom,
+                  "notice": lambda line: progress.console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False)
+                  } if executor != "slurm" else {}
             if executor == "local" and workers > 1:
                 kw["worker_envs"] = [{}] * workers  # one persistent worker per CPU share
             summary = run_with_executor(cases, out, executor, gpus=gpus, slurm=slurm, force=force, resume=resume,
                                         retry_failed=retry_failed, on_progress=on_progress, **kw)
+    except ResultsNotSaved as exc:  # a full disk, a read-only remount... mid-sweep: what is saved, what is not
+        from ssmbench.store import finished_cases
+
+        err_console.print(f"[red]error:[/red] {escape(str(exc.failure))}: {len(finished_cases(out))} finished case(s) "
+                          f"are saved in {escape(str(out))}; not saved: {escape(exc.case.label())} (measured, result "
+                          f"lost) and {exc.not_run} case(s) not yet run; fix the directory (free space, permissions) "
+                          "and run the same command again to resume", highlight=False)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (see Terminated): the workers are killed already
         from ssmbench.store import finished_cases
 
@@ -163,6 +173,21 @@ def summary_table(summary) -> None:
     console.print(("[red]" if failed else "[green]") + msg + ("[/red]" if failed else "[/green]"))
 
 
+def prepare_results_dir(out: Path) -> None:
+    """Before measuring: the directory must take writes (else exit 2 now, not after an hour of measuring), and
+    damaged or foreign part files are moved to parts/.quarantine/ with a warning (their cases are re-run)."""
+    from ssmbench import store
+
+    try:
+        store.check_writable(out)
+    except store.WriteFailed as exc:
+        raise SpecError(f"results directory '{out}' cannot be written ({exc}); choose another --out or fix it "
+                        "(permissions, free space)") from None
+    for path, why in store.quarantine_damaged(out):
+        err_console.print(f"[yellow]warning:[/yellow] damaged part {escape(path.name)} ({escape(why)}) moved to "
+                          f"{escape(str(path.parent))}; a case it held will be re-run", highlight=False)
+
+
 def slurm_options(out: Path, partition: str | None, jobs: int, timeout_s: float):
     from ssmbench.engine.executors import SlurmOptions
 
@@ -190,6 +215,7 @@ def run_sweeps(specs: list, out: Path, *, force: bool, retry_failed: bool, dry_r
         console.print(f"{len(cases)} case(s)")
         return
     check_output_dir(out)
+    prepare_results_dir(out)
     from ssmbench.engine.executors import EXECUTORS
     from ssmbench.engine.runner import check_backends_available
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ssmbench.cli.common import ResultsDir, console
+from ssmbench.cli.common import ResultsDir, console, err_console
 from ssmbench.spec import SpecError
 
 
@@ -30,6 +30,20 @@ def report(
     if not (results / "parts").is_dir():
         raise SpecError(f"no results in '{results}' (expected {results}/parts/*.parquet); run `ssmbench sweep` "
                         "or `ssmbench run tasks/quick.toml` first")
+    from rich.markup import escape
+
+    from ssmbench import store
+
+    damaged = store.damaged_parts(results)  # skipped by the report, named here (a sweep moves them aside)
+    if len(damaged) == len(list((results / "parts").glob("*.parquet"))):
+        what = f"only {len(damaged)} damaged or foreign file(s)" if damaged else "no part files"
+        raise SpecError(f"no readable results in '{results}/parts' ({what}); run `ssmbench sweep` or "
+                        "`ssmbench run tasks/quick.toml` first")
+    if damaged:
+        names = ", ".join(f"{p.name} ({why})" for p, why in damaged[:5]) + (" ..." if len(damaged) > 5 else "")
+        err_console.print(f"[yellow]warning:[/yellow] skipped {len(damaged)} unreadable part file(s) in "
+                          f"{escape(str(results / 'parts'))}: {escape(names)}; the next sweep on this directory "
+                          "moves them to parts/.quarantine and re-runs their cases", highlight=False)
     target = check_output_dir(report_dir if report_dir is not None else results / "report")
     res = build_report(results, target)
     if res.exponents:

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from ssmbench import store
 from ssmbench.case import Case
+from ssmbench.engine.claims import ClaimedQueue, Claims
 from ssmbench.engine.lifeline import PARENT_ENV
 from ssmbench.spec import SweepSpec, resolve_device
 from ssmbench.store import CaseResult
@@ -193,6 +193,14 @@ def timeout_result(case: Case) -> CaseResult:
     return CaseResult(status="timeout", error=f"no result within {case.timeout_s:g} s; worker killed")
 
 
+class ResultsNotSaved(Exception):
+    """A finished case's part could not be written: the run stops (the next write would fail too)."""
+
+    def __init__(self, failure: store.WriteFailed, case: Case, saved: int, not_run: int) -> None:
+        super().__init__(str(failure))
+        self.failure, self.case, self.saved, self.not_run = failure, case, saved, not_run
+
+
 @dataclass
 class Outcome:
     case: Case
@@ -256,14 +264,17 @@ def _measuring_fingerprint(cases: Sequence[Case]) -> dict:
 def run_cases(cases: Iterable[Case], root: str | Path, *, run_id: str | None = None, resume: bool = True,
               force: bool = False, retry_failed: bool = False, command: str = "", suite: str = "",
               on_progress: ProgressHook | None = None, in_process: bool = False,
-              worker_envs: Sequence[dict[str, str]] = ({},), skip_after_oom: bool = True) -> RunSummary:
+              worker_envs: Sequence[dict[str, str]] = ({},), skip_after_oom: bool = True,
+              notice: Callable[[str], None] | None = None) -> RunSummary:
     """Run ``cases`` and write one part per finished case under ``root``.
 
     ``on_progress(done, total, current_case, last_outcome)`` is called when a case starts and after the last.
     ``worker_envs`` gives one persistent worker per entry, with those environment overrides (``local-gpus``
     passes one ``CUDA_VISIBLE_DEVICES`` per GPU); cases are handed to whichever worker is free.
     ``in_process=True`` runs cases in this process (no isolation; for debugging with pdb).
-    ``skip_after_oom``: see :class:`OomSkipper`.
+    ``skip_after_oom``: see :class:`OomSkipper`. Cases are claimed before they run (see ``engine/claims.py``):
+    a case another sweep is measuring in ``root`` waits for it; ``notice(line)`` is told once per such sweep.
+    A part that cannot be written ends the run with :class:`ResultsNotSaved` (finished parts stay).
     """
     root = Path(root)
     run_id = run_id or store.new_run_id()
@@ -275,10 +286,17 @@ def run_cases(cases: Iterable[Case], root: str | Path, *, run_id: str | None = N
     total = len(to_run)
 
     skipper = OomSkipper(skip_after_oom)
+    claims = Claims(root, run_id)
 
     def finish(case: Case, result: CaseResult, started: float) -> None:
         skipper.record(case, result)
-        store.write_case(root, run_id, case, result)
+        try:
+            store.write_case(root, run_id, case, result)
+        except store.WriteFailed as exc:
+            raise ResultsNotSaved(exc, case, saved=len(summary.executed),
+                                  not_run=total - len(summary.executed) - 1) from exc
+        finally:
+            claims.release(case)
         summary.outcomes.append(Outcome(case, result, time.perf_counter() - started))
 
     if in_process:
@@ -290,8 +308,15 @@ def run_cases(cases: Iterable[Case], root: str | Path, *, run_id: str | None = N
             t0 = time.perf_counter()
             finish(case, skipper.skip(case) or execute(case)[0], t0)
     else:
-        _run_pool(to_run, worker_envs, finish, lambda case: on_progress and on_progress(
-            len(summary.executed), total, case, summary.executed[-1] if summary.executed else None), skipper.skip)
+        queue = ClaimedQueue(to_run, claims, lambda c: store.part_path(root, c), notice)
+        try:
+            _run_pool(queue, worker_envs, finish, lambda case: on_progress and on_progress(
+                len(summary.executed), total, case, summary.executed[-1] if summary.executed else None),
+                skipper.skip)
+        finally:
+            claims.release_all()
+        # measured meanwhile by another sweep on the same directory: its part stands, like an existing one
+        summary.outcomes += [Outcome(c, CaseResult(status="ok"), 0.0, True) for c in queue.done_elsewhere]
     if on_progress:
         on_progress(total, total, None, summary.executed[-1] if summary.executed else None)
     return summary
@@ -318,16 +343,17 @@ class _Slot:
         self.worker = None
 
 
-def _run_pool(cases: Sequence[Case], envs: Sequence[dict[str, str]],
+def _run_pool(pending: ClaimedQueue, envs: Sequence[dict[str, str]],
               finish: Callable[[Case, CaseResult, float], None], on_start: Callable[[Case], object],
               skip: Callable[[Case], CaseResult | None] = lambda case: None) -> None:
-    pending = deque(cases)
     slots = [_Slot(dict(env)) for env in envs]
     try:
         while pending or any(s.case for s in slots):
             for slot in slots:
                 while slot.case is None and pending:
-                    case = pending.popleft()
+                    case = pending.pop()
+                    if case is None:  # every remaining case is being measured by another sweep
+                        break
                     on_start(case)
                     skipped = skip(case)
                     if skipped is not None:  # decided without a worker: record it and take the next case
@@ -335,6 +361,8 @@ def _run_pool(cases: Sequence[Case], envs: Sequence[dict[str, str]],
                         continue
                     slot.start(case)
             if not any(s.case for s in slots):
+                if pending:
+                    pending.wait()
                 continue
             busy = [s for s in slots if s.case is not None]
             now = time.perf_counter()
