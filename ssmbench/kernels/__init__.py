@@ -85,9 +85,10 @@ def installed_backends(op: str) -> list[BackendStatus]:
     return quick_status(_op_backends(op))
 
 
-def dispatch(op: str, backend: str, device_type: str) -> tuple[str, Any]:
-    """Resolve ``backend`` ("auto" or a name) for ``op`` on ``device_type``; remembers the choice."""
-    name, fn = resolve(op, _op_backends(op), backend, device_type)
+def dispatch(op: str, backend: str, device_type: str, dtype: str | None = None) -> tuple[str, Any]:
+    """Resolve ``backend`` ("auto" or a name) for ``op`` on ``device_type`` (and inputs of ``dtype``, for backends
+    that restrict it); remembers the choice."""
+    name, fn = resolve(op, _op_backends(op), backend, device_type, dtype)
     _last_backend[op] = name
     return name, fn
 
@@ -147,5 +148,5 @@ def fft_conv(u, k, D=None, backend: str = "auto"):
 
 def attention(q, k, v, causal: bool = True, backend: str = "auto"):
     """Scaled dot-product attention, layout (b, h, l, d), with an explicit SDPA backend choice."""
-    _, fn = dispatch("attention", backend, q.device.type)
+    _, fn = dispatch("attention", backend, q.device.type, str(q.dtype).removeprefix("torch."))
     return fn(q, k, v, causal)

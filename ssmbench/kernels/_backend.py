@@ -39,6 +39,12 @@ class Backend:
     # What the probe needs, checked without importing anything (``ssmbench models`` lists availability from
     # these alone, fast): Python modules (found by importlib, not imported) or "cmd:NAME" executables.
     requires: tuple[str, ...] = ()
+    # dtypes the backend accepts ("float16", ...); None = every dtype. "auto" skips a backend that cannot take
+    # the inputs' dtype (flash/cuDNN attention on float32), an explicit request for it is a clear error.
+    dtypes: tuple[str, ...] | None = None
+
+    def takes(self, dtype: str | None) -> bool:
+        return dtype is None or self.dtypes is None or dtype in self.dtypes
 
     def rank(self, device_type: str) -> int | None:
         if self.priority is None:
@@ -110,24 +116,28 @@ def status(backends: tuple[Backend, ...], device_type: str | None = None) -> lis
     return out
 
 
-def resolve(op: str, backends: tuple[Backend, ...], name: str, device_type: str) -> tuple[str, Callable[..., Any]]:
-    """Return (backend name, function) for ``name`` ("auto" or an explicit backend) on ``device_type``."""
+def resolve(op: str, backends: tuple[Backend, ...], name: str, device_type: str,
+            dtype: str | None = None) -> tuple[str, Callable[..., Any]]:
+    """Return (backend name, function) for ``name`` ("auto" or an explicit backend) on ``device_type`` for inputs
+    of ``dtype`` (None: not checked)."""
     by_name = {b.name: b for b in backends}
     if name == "auto":
         ranked = sorted(
-            (b for b in backends if b.rank(device_type) is not None and device_type in b.devices),
+            (b for b in backends if b.rank(device_type) is not None and device_type in b.devices and b.takes(dtype)),
             key=lambda b: -(b.rank(device_type) or 0),
         )
         for b in ranked:
             if probe_reason(b) is None:
                 return b.name, load_target(b.target)
-        raise BackendUnavailable(f"no available backend for {op} on {device_type}")
+        raise BackendUnavailable(f"no available backend for {op} on {device_type}" + (f" for {dtype}" if dtype else ""))
     if name not in by_name:
         known = ", ".join(by_name)
         raise BackendUnavailable(f"unknown backend '{name}' for {op}; known: {known}")
     b = by_name[name]
     if device_type not in b.devices:
         raise BackendUnavailable(f"backend '{name}' for {op} runs on {', '.join(b.devices)}, not {device_type}")
+    if not b.takes(dtype):
+        raise BackendUnavailable(f"backend '{name}' for {op} takes {', '.join(b.dtypes or ())}, not {dtype}")
     reason = probe_reason(b)
     if reason is not None:
         raise BackendUnavailable(f"backend '{name}' for {op} is unavailable: {reason}")

@@ -1,6 +1,9 @@
-"""Backend bookkeeping: the quick (probe-free) availability that ``ssmbench models`` lists."""
+"""Backend bookkeeping: the quick (probe-free) availability that ``ssmbench models`` lists; dtype-aware "auto"."""
 
-from ssmbench.kernels._backend import Backend, quick_status
+import pytest
+
+from ssmbench.kernels._backend import Backend, BackendUnavailable, quick_status, resolve
+from ssmbench.kernels._tables import ATTENTION_BACKENDS
 
 
 def test_quick_status_checks_requirements_without_probing():
@@ -14,3 +17,24 @@ def test_quick_status_checks_requirements_without_probing():
     assert not status["absent"].available
     assert status["absent"].reason == "not installed: no_such_module_xyz, no-such-cmd-xyz"
     assert status["absent"].devices == ("cuda",)
+
+
+
+def test_auto_on_cuda_skips_half_precision_only_attention_for_float32():
+    name, _ = resolve("attention", ATTENTION_BACKENDS, "auto", "cuda", "float32")
+    assert name == "efficient"
+
+
+def test_auto_on_cuda_prefers_fused_attention_in_half_precision():
+    name, _ = resolve("attention", ATTENTION_BACKENDS, "auto", "cuda", "bfloat16")
+    assert name in ("cudnn", "flash")
+
+
+def test_float64_falls_back_to_a_backend_without_dtype_limits():
+    name, _ = resolve("attention", ATTENTION_BACKENDS, "auto", "cuda", "float64")
+    assert name == "sdpa"
+
+
+def test_explicit_backend_with_the_wrong_dtype_is_a_clear_error():
+    with pytest.raises(BackendUnavailable, match="takes float16, bfloat16, not float32"):
+        resolve("attention", ATTENTION_BACKENDS, "flash", "cuda", "float32")
