@@ -63,7 +63,8 @@ def chosen_lr(cases: pd.DataFrame, df: pd.DataFrame) -> float:
     if len(seeded):
         return float(seeded.lr.iloc[0])
     screen = df[df.case_id.isin(cases[cases.role == "screen"].case_id)]
-    return select_lr(validation_scores(screen, cases.metric.iloc[0]))
+    scores = validation_scores(screen, cases.metric.iloc[0])
+    return select_lr(scores) if scores else float(min(cases.lr))  # rows from before validation existed
 
 
 def budget_label(at_lr: pd.DataFrame) -> str:
@@ -111,8 +112,11 @@ def sensitivity(df: pd.DataFrame, group: str) -> pd.DataFrame:
     cases = case_table(df)
     grp = cases[cases.group == group]
     metric = grp.metric.iloc[0]
-    rows = [{"lr": r.lr, "seed": r.seed, "role": r.role,
-             "val": float(df[(df.case_id == r.case_id) & (df.metric == f"val_{metric}")].value.iloc[0]),
+    def val(cid: str) -> float:
+        sel = df[(df.case_id == cid) & (df.metric == f"val_{metric}")]
+        return float(sel.value.iloc[0]) if len(sel) else math.nan
+
+    rows = [{"lr": r.lr, "seed": r.seed, "role": r.role, "val": val(r.case_id),
              "test": test_value(df, r.case_id, metric), "steps": r.steps} for r in grp.itertuples()]
     return pd.DataFrame(rows).sort_values(["lr", "seed"]).reset_index(drop=True)
 
@@ -123,3 +127,62 @@ def format_interval(mean: float, lo: float, hi: float) -> str:
     if lo != lo:
         return f"{mean:.3f} (1 seed)"
     return f"{mean:.3f} ± {(hi - lo) / 2:.3f}"
+
+
+def curves(df: pd.DataFrame, case_id: str) -> dict[str, tuple[float, ...]]:
+    """A case's stored learning curve: step, time, val_accuracy, val_seq_accuracy, val_loss, train_loss."""
+    rows = df[(df.case_id == case_id) & (df.stat == "curve")]
+    return {m.removeprefix("curve_"): tuple(v) for m, v in zip(rows.metric, rows.samples, strict=True)
+            if v is not None}
+
+
+def plot_curves(df: pd.DataFrame, summary: pd.DataFrame, path: Any, title: str) -> Any:
+    """Validation headline vs step (equal steps) and vs training seconds (equal time), one line per seed at
+    each group's chosen lr."""
+    from ssmbench.report.common import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    for i, r in enumerate(summary.itertuples()):
+        for k, cid in enumerate(r.case_ids):
+            c = curves(df, cid)
+            if not c.get("step"):
+                continue
+            ys = c.get(f"val_{r.metric}", ())
+            label = f"{r.label} L={r.train_len} lr={r.lr:g}" if k == 0 else None
+            axes[0].plot(c["step"], ys, color=f"C{i}", alpha=0.8, linewidth=1.2, label=label)
+            axes[1].plot(c["time"], ys, color=f"C{i}", alpha=0.8, linewidth=1.2)
+    metric = summary.metric.iloc[0]
+    for ax, xlabel in zip(axes, ("training step", "training time (s, validation excluded)"), strict=True):
+        ax.axhline(float(summary.threshold.iloc[0]), color="grey", linestyle=":", linewidth=1)
+        ax.set(xlabel=xlabel, ylim=(-0.02, 1.05))
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel(f"validation {'sequence' if metric == 'seq_accuracy' else 'token'} accuracy")
+    axes[0].legend(fontsize=8, loc="best")
+    fig.suptitle(f"{title} — learning curves (one line per seed; dotted: threshold)", fontsize=9)
+    return save_figure(fig, path)
+
+
+def protocol_markdown(df: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    """The protocol table (chosen lr, intervals, per-seed values, threshold, steps, time, budget) and the full
+    lr x seed sensitivity table of each group."""
+    if summary.empty:
+        return []
+    lines = ["| model | train L | lr (grid) | headline | per seed | token acc | seq acc | reached | steps to "
+             "threshold | train time | budget |", "|---|---:|---|---|---|---|---|---:|---:|---:|---|"]
+    for r in summary.itertuples():
+        grid = ", ".join(f"{x:g}" for x in r.grid)
+        lines.append(f"| {r.label} | {r.train_len} | **{r.lr:g}** ({grid}{'; extended' if r.extended else ''}) | "
+                     f"{r.metric} {format_interval(r.mean, r.lo, r.hi)} | {' '.join(f'{v:.3f}' for v in r.values)} | "
+                     f"{format_interval(r.acc_mean, r.acc_lo, r.acc_hi)} | "
+                     f"{format_interval(r.seq_mean, r.seq_lo, r.seq_hi)} | {r.reached}/{r.n} ≥ {r.threshold:g} | "
+                     f"{'–' if r.steps_to != r.steps_to else f'{r.steps_to:.0f}'} of {r.cap} | "
+                     f"{r.train_time:.0f} s | {r.budget} |")
+    lines += ["", "Sensitivity (every lr x seed that ran; validation chose the lr, test rows are reported):", "",
+              "| model | train L | lr | seed | role | validation | test | steps |",
+              "|---|---:|---:|---:|---|---:|---:|---:|"]
+    for r in summary.itertuples():
+        for s in sensitivity(df, r.group).itertuples():
+            lines.append(f"| {r.label} | {r.train_len} | {s.lr:g}{' ✓' if s.lr == r.lr else ''} | {s.seed} | "
+                         f"{s.role} | {s.val:.3f} | {s.test:.3f} | {s.steps:.0f} |")
+    return [*lines, ""]

@@ -39,7 +39,8 @@ def with_lr(case: Case, lr: float, role: str, seed: int) -> Case:
 def next_phase(screen: Sequence[Case], rows: pd.DataFrame) -> tuple[list[Case], dict[str, float]]:
     """(cases the stored rows call for next, chosen lr per group so far). A group whose screen cases have not all
     finished is left alone (it is picked up when they have)."""
-    finished = set(rows.case_id.unique()) if not rows.empty else set()
+    # Only ok cases count: a failed screen case waits for --retry-failed instead of dropping out of the selection.
+    finished = set(rows[rows.status == "ok"].case_id.unique()) if not rows.empty else set()
     groups: dict[str, list[Case]] = {}
     for case in screen:
         groups.setdefault(group_of(case), []).append(case)
