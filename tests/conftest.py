@@ -3,6 +3,21 @@ import pytest
 from ssmbench.case import Case
 
 
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests skip without a CUDA device, and a test that skips for want of CUDA must be marked ``gpu`` (so
+    ``-m gpu`` on a GPU machine selects every CUDA test, and ``-m "not gpu"`` none)."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    for item in items:
+        cuda_skip = any(m.name == "skipif" and "cuda" in str(m.kwargs.get("reason", "")).lower()
+                        for m in item.iter_markers())
+        if cuda_skip and item.get_closest_marker("gpu") is None:
+            raise pytest.UsageError(f"{item.nodeid} needs CUDA but is not marked @pytest.mark.gpu")
+        if item.get_closest_marker("gpu") is not None and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device (gpu marker)"))
+
+
 @pytest.fixture
 def tiny_case():
     """A factory for small, fast speed cases on the CPU."""

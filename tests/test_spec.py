@@ -30,9 +30,14 @@ def test_parse_lengths_good(text, expected):
     assert parse_lengths(text) == expected
 
 
-@pytest.mark.parametrize("text", ["64k..1k", "12q", "0", "", "1k..", "..4k", "-5", "3..16", "1.5k", "k"])
-def test_parse_lengths_bad(text):
-    with pytest.raises(SpecError):
+@pytest.mark.parametrize(("text", "message"), [
+    ("64k..1k", "start 65536 is larger than end 1024"), ("12q", "bad length '12q': expected a positive integer"),
+    ("0", "bad length '0': must be positive"), ("", "empty length list"), ("1k..", "bad length '': expected"),
+    ("..4k", "bad length '': expected"), ("-5", "bad length '-5': expected"),
+    ("3..16", "its start must be one \\(3 is not\\)"), ("1.5k", "bad length '1.5k'"), ("k", "bad length 'k'"),
+])
+def test_parse_lengths_bad(text, message):
+    with pytest.raises(SpecError, match=message):
         parse_lengths(text)
 
 
@@ -65,7 +70,7 @@ def test_parse_models_unknown_backend_lists_known():
 
 
 def test_parse_models_empty():
-    with pytest.raises(SpecError):
+    with pytest.raises(SpecError, match="no models given"):
         parse_models(" , ")
 
 

@@ -14,7 +14,7 @@ def test_allocation_over_the_cap_fails_and_limit_is_restored():
     before = resource.getrlimit(resource.RLIMIT_AS)
     with memory_cap(64 * 2**20, "cpu"):
         small = torch.ones(2**20)  # 4 MiB: fits
-        with pytest.raises(RuntimeError) as info:
+        with pytest.raises(RuntimeError, match="allocate") as info:
             torch.ones(64 * 2**20)  # 256 MiB: over the cap
     assert classify(info.value)[0] == "oom"
     assert resource.getrlimit(resource.RLIMIT_AS) == before

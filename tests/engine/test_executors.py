@@ -13,6 +13,7 @@ def test_two_local_workers_share_cases_and_keep_failures(tmp_path, tiny_case):
     assert store.load(tmp_path).case_id.nunique() == 4
 
 
+@pytest.mark.slow  # tens of seconds of real measurement: `make test-slow` (CI runs it)
 def test_slurm_executor_through_submitit_local_cluster(tmp_path, tiny_case):
     pytest.importorskip("submitit")
     cases = [tiny_case(seq_len=n) for n in (8, 16)] + [tiny_case(model_options=(("fault", "raise"),))]

@@ -68,6 +68,7 @@ def head_from(repo, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(repo[0]))
 
 
+@pytest.mark.slow  # tens of seconds of real measurement: `make test-slow` (CI runs it)
 def test_against_catches_a_uniform_slowdown_and_passes_the_unchanged_tree(repo, head_from):
     path, suite, _ = repo
     plan = gate.plan_check(suite, threshold=0.2, alpha=0.05)
@@ -78,6 +79,7 @@ def test_against_catches_a_uniform_slowdown_and_passes_the_unchanged_tree(repo, 
     assert same.exit_code == 0 and not any(c.verdict == "unsure" for c in same.cases), render_markdown(same)
 
 
+@pytest.mark.slow  # tens of seconds of real measurement: `make test-slow` (CI runs it)
 def test_baseline_mode_passes_it_with_the_warning(repo, head_from, tmp_path):
     _, suite, git = repo
     plan = gate.plan_check(suite, threshold=0.2)

@@ -130,6 +130,7 @@ def test_recorded_baseline_file(recorded):
     assert not list(path.parent.glob(".*.tmp"))  # atomic write left no temporary file
 
 
+@pytest.mark.slow  # tens of seconds of real measurement: `make test-slow` (CI runs it)
 def test_unchanged_code_passes_and_injected_slowdown_is_flagged(recorded, monkeypatch, capsys, tmp_path):
     suite, path, _, _ = recorded
     step_summary = tmp_path / "step_summary.md"
@@ -260,6 +261,7 @@ def test_against_outside_git_exits_2(monkeypatch, capsys, tmp_path):
     assert code == 2 and "needs a git checkout" in err
 
 
+@pytest.mark.slow  # tens of seconds of real measurement: `make test-slow` (CI runs it)
 def test_against_ref_runs_the_refs_code_interleaved(tmp_path):
     """The ref's faulty model does 6x the work by default: the head (this checkout) must come out faster."""
     repo = tmp_path / "repo"

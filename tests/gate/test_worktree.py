@@ -54,6 +54,7 @@ def _suite(d: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # tens of seconds of real measurement: `make test-slow` (CI runs it)
 def test_against_a_ref_from_before_the_package_layout(tmp_path):
     """The pre-layout worker (ssmbench.worker) measures the base side of a case built by this code."""
     if subprocess.run(["git", "cat-file", "-e", f"{PRE_LAYOUT}^{{commit}}"], cwd=REPO,

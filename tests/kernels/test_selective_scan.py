@@ -316,12 +316,18 @@ def _bad_inputs() -> dict:
     }
 
 
+BAD_INPUT_MESSAGES = {"delta-shape": "delta must match u", "A-shape": r"A must be \(d=4, n\)",
+                      "groups-not-dividing-d": "must be divisible by groups",
+                      "B-C-groups-differ": "different group counts", "D-shape": r"D must be \(d,\)",
+                      "complex-A": "complex A is not supported"}
+
+
 @pytest.mark.parametrize("bad", _bad_inputs().keys())
 @pytest.mark.parametrize("backend", ["reference", "chunked", "compiled"])
 def test_inputs_are_validated(backend: str, bad: str) -> None:
     fn = {"reference": selective_scan_ref, "chunked": selective_scan_chunked,
           "compiled": compiled_mod.selective_scan_compiled}[backend]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=BAD_INPUT_MESSAGES[bad]):
         run(fn, _bad_inputs()[bad], with_grad=False)
 
 
@@ -368,6 +374,7 @@ def test_triton_float32_time_major() -> None:
     torch.testing.assert_close(last.cpu(), last_ref, **F32)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("backend", ["triton", "mamba_ssm", "chunked"])
 def test_gpu_backends_match_reference(backend: str) -> None:

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from ssmbench import store
 from ssmbench.case import Case
 from ssmbench.search.probe import combine_rounds, probe_cases
@@ -32,6 +34,7 @@ def test_combine_rounds_summarises_the_rounds():
     assert m["params", "value"].value == 5 and r.info == {"backend": "x", "rounds": 3}
 
 
+@pytest.mark.slow  # tens of seconds of real measurement: `make test-slow` (CI runs it)
 def test_cli_json_end_to_end(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ssmbench", "crossover", "--models", "mamba,transformer", "-L",
                         "16..32", "--device", "cpu", "--d-model", "16", "--n-layers", "1", "--tokens", "64",
