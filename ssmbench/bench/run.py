@@ -10,7 +10,12 @@ INFERENCE_MODES = ("prefill", "decode")
 
 
 def run_speed_case(case: Case) -> CaseResult:
-    """Run one speed case: fwd/fwdbwd in :mod:`.speed`, prefill/decode in :mod:`.decode`."""
+    """Run one speed case: kernel-scope cases in :mod:`.kernel`; fwd/fwdbwd in :mod:`.speed`, prefill/decode in
+    :mod:`.decode`."""
+    if case.scope == "kernel":
+        from ssmbench.bench.kernel import run_kernel_case
+
+        return run_kernel_case(case)
     if case.mode in TRAINING_MODES:
         from ssmbench.bench.speed import run_training_mode_case
 

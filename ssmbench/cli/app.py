@@ -16,7 +16,7 @@ try:  # typer >= 0.2x vendors click
 except ImportError:  # pragma: no cover - older typer with click as a dependency
     from click.exceptions import UsageError
 
-from ssmbench.cli import accuracy, check, crossover, env, generate, models, report, run, sweep
+from ssmbench.cli import accuracy, check, crossover, env, generate, kernel, models, report, run, sweep
 from ssmbench.cli.common import err_console, exit_code, handle_termination, interrupted_by
 from ssmbench.spec import SpecError
 
@@ -24,7 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                   help="Benchmark state space models (S4, Mamba, Mamba-2) against attention: speed, memory, "
                        "accuracy.")
 for command in (sweep.sweep, run.run, accuracy.accuracy, report.report, models.models, generate.generate, env.env,
-                check.check, crossover.crossover):
+                check.check, crossover.crossover, kernel.kernel):
     app.command()(command)
 
 

@@ -106,8 +106,9 @@ def check_backends_available(cases: Iterable[Case]) -> None:
     from ssmbench.registry import MODELS
     from ssmbench.spec import SpecError
 
-    for model, backend, device in sorted({(c.model, c.backend, c.device) for c in cases if c.backend != "auto"}):
-        op = MODELS.get(model).ops[0]
+    wanted = {(c.model, c.backend, c.device, c.scope) for c in cases if c.backend != "auto"}
+    for model, backend, device, scope in sorted(wanted):
+        op = model if scope == "kernel" else MODELS.get(model).ops[0]  # kernel cases name the op itself
         status = {b.name: b for b in kernels.backends(op, device)}[backend]
         if not status.available:
             raise SpecError(f"backend '{backend}' of {model} ({op}) cannot run on {device}: {status.reason}")

@@ -54,7 +54,8 @@ def _environment_markdown(root: Path) -> list[str]:
 # Extra report sections registered by other modules: fn(df, out_dir) -> (markdown lines, figure paths)
 # e.g. "ssmbench.report.accuracy:accuracy_section"; each returns [] when the results have nothing for it.
 SECTIONS: list[str] = ["ssmbench.report.accuracy:accuracy_section", "ssmbench.report.claims:claims_section",
-                       "ssmbench.report.decode:decode_section", "ssmbench.report.fits:fits_section"]
+                       "ssmbench.report.decode:decode_section", "ssmbench.report.fits:fits_section",
+                       "ssmbench.report.kernels:kernel_section"]
 
 
 def _extra_sections(df: pd.DataFrame, out_dir: Path) -> tuple[list[str], list[Path]]:

@@ -46,7 +46,8 @@ FAIRNESS_NOTES = (
 
 def speed_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per ok speed case (fwd/fwdbwd) with median/q25/q75 time, tokens/s, memory and per-sequence time."""
-    speed = df[(df.kind == "speed") & (df.status == "ok") & df["mode"].isin(["fwd", "fwdbwd"])]
+    model_scope = df.scope != "kernel" if "scope" in df else True  # kernel benchmarks have their own section
+    speed = df[(df.kind == "speed") & (df.status == "ok") & df["mode"].isin(["fwd", "fwdbwd"]) & model_scope]
     if speed.empty:
         return pd.DataFrame()
     keys = ["case_id", "model", "backend", "mode", "device", "dtype", "batch", "seq_len", "d_model", "n_layers",
