@@ -15,7 +15,7 @@ from typing import Any
 _NOT_IN_ID = ("timeout_s",)
 # Fields added after results were first stored: left out of the id while at their default, so that adding a field
 # never changes the ids (and so the resumability) of existing results directories.
-_ID_IF_SET = {"search": "", "max_memory": 0}
+_ID_IF_SET = {"search": "", "max_memory": 0, "compile": "eager"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Case:
     timeout_s: float = 600.0
     search: str = ""  # id of the ``ssmbench crossover`` search this probe belongs to ("" = not a probe)
     max_memory: int = 0  # bytes the case may allocate beyond the worker's idle footprint (0 = no cap)
+    compile: str = "eager"  # "eager" | "compiled": torch.compile of the forward / training step / decode step
 
     @property
     def case_id(self) -> str:
@@ -61,7 +62,8 @@ class Case:
     def label(self) -> str:
         backend = "" if self.backend == "auto" else f":{self.backend}"
         task = f" {self.task}" if self.task else ""
-        return f"{self.model}{backend}{task} {self.mode} L={self.seq_len} b={self.batch}"
+        compiled = " compiled" if self.compile == "compiled" else ""
+        return f"{self.model}{backend}{task} {self.mode}{compiled} L={self.seq_len} b={self.batch}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)

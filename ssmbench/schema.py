@@ -42,6 +42,7 @@ from ssmbench.spec import (
     SweepSpec,
     check_device_dtype,
     parse_bytes,
+    parse_compile,
     parse_int_list,
     parse_lengths,
     parse_models,
@@ -95,6 +96,10 @@ def _bytes(value: Any) -> int:
     return parse_bytes(value, "max_memory")
 
 
+def _compile(value: Any) -> tuple[str, ...]:
+    return parse_compile(_text_list(value, 'a compile mode or list of them ("eager", "compiled", "both")'))
+
+
 def _batches(value: Any) -> tuple[int, ...]:
     return parse_int_list(_text_list(value, "a batch size or list of them such as [1, 8]"), "batch")
 
@@ -141,6 +146,7 @@ class SweepInput(_Strict):
     threads: Threads = 0
     seed: Seed = 0
     max_memory: Annotated[int, BeforeValidator(_bytes), Field(ge=0)] = 0  # bytes a case may allocate; 0 = no cap
+    compile: Annotated[tuple[str, ...], BeforeValidator(_compile)] = ("eager",)  # torch.compile: a case dimension
     name: Annotated[str, Field(max_length=200)] = "sweep"
 
     def to_spec(self) -> SweepSpec:

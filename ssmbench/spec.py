@@ -19,6 +19,7 @@ from typing import Any
 from ssmbench.registry import MODELS, UnknownName
 
 MODES = ("fwd", "fwdbwd", "prefill", "decode")
+COMPILE_MODES = ("eager", "compiled")  # --compile: torch.compile of the forward / training step / decode step
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 DEVICES = ("auto", "cpu", "cuda")
 _SUFFIX = {"": 1, "k": 1024, "m": 1024 * 1024}
@@ -147,6 +148,21 @@ def parse_modes(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return modes
 
 
+def parse_compile(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """'eager' | 'compiled' | 'both' | 'eager,compiled' -> the compile modes to run (each a case dimension)."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for part in (str(p).strip().lower() for p in parts):
+        if not part:
+            continue
+        if part not in (*COMPILE_MODES, "both"):
+            raise SpecError(f"unknown compile mode '{part}'; choose from eager, compiled, both")
+        out += list(COMPILE_MODES) if part == "both" else [part]
+    if not out:
+        raise SpecError("no compile mode given; choose from eager, compiled, both")
+    return tuple(dict.fromkeys(out))
+
+
 def parse_int_list(text: str | int | list[int], what: str) -> tuple[int, ...]:
     if isinstance(text, int):
         return (text,)
@@ -200,6 +216,7 @@ class SweepSpec:
     threads: int = 0  # torch CPU threads in the worker; 0 = all cores
     seed: int = 0
     max_memory: int = 0  # bytes a case may allocate (CPU: address-space limit; CUDA: allocator fraction); 0 = none
+    compile: tuple[str, ...] = ("eager",)  # eager and/or compiled (torch.compile), each a separate case
     name: str = "sweep"
 
 

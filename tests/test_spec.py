@@ -137,3 +137,13 @@ def test_repo_suites_parse():
     for path in sorted(root.glob("*.toml")):
         suite = load_suite(path)
         assert suite.sweeps or suite.accuracy, path
+
+
+def test_parse_compile_modes():
+    from ssmbench.spec import parse_compile
+
+    assert parse_compile("both") == ("eager", "compiled")
+    assert parse_compile("compiled, eager,compiled") == ("compiled", "eager")
+    assert parse_compile(["eager"]) == ("eager",)
+    with pytest.raises(SpecError, match="unknown compile mode 'fast'"):
+        parse_compile("fast")

@@ -32,7 +32,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ssmbench.bench.generate import time_tokens
-from ssmbench.bench.measure import LAUNCH_BOUND_RATIO, build_case_model, ran_backend, timing_metrics
+from ssmbench.bench.measure import LAUNCH_BOUND_RATIO, build_case_model, compile_metrics, ran_backend, timing_metrics
 from ssmbench.bench.memory import measure_peak
 from ssmbench.bench.memory_model import estimate_metrics
 from ssmbench.bench.timer import Timing, measure
@@ -106,8 +106,8 @@ def step_overhead(decoder: GreedyDecoder, rewind: Callable[[], None], repeats: i
     """
     rewind()
     recorder = _RecordMatmuls()
-    with recorder:
-        decoder.step()
+    with recorder:  # the eager step: a compiled one runs the same ops, but dynamo must not trace the recorder
+        getattr(decoder, "eager_step", decoder.step)()
 
     def replay() -> None:
         for func, args, kwargs in recorder.calls:
@@ -192,7 +192,8 @@ def run_decode(case: Case, model: SequenceModel, prompt: torch.Tensor, info: dic
     ttft = time.perf_counter() - t0
     info["backend"] = ran_backend(case)
 
-    decoder, snapshot, capture_s = start_decoding(model, cache, first, cuda_graphs=graphs)
+    decoder, snapshot, capture_s = start_decoding(model, cache, first, cuda_graphs=graphs,
+                                                  compiled=case.compile == "compiled")
 
     def round_() -> tuple[list[float], float]:
         snapshot.restore(cache)
@@ -214,6 +215,7 @@ def run_decode(case: Case, model: SequenceModel, prompt: torch.Tensor, info: dic
                *_quantile_metrics("token_latency", t),
                Metric("tokens_per_s", "median", case.batch * k / wall_round, "tok/s", len(walls)),
                Metric("ttft", "value", ttft, "s", 1),
+               Metric("first_call", "value", decoder.first_step_s, "s", 1),  # the first step: compilation
                Metric("cuda_graphs", "value", float(graphs), "bool")]
     if graphs:
         metrics.append(Metric("graph_capture", "value", capture_s, "s"))
@@ -229,6 +231,7 @@ def run_decode(case: Case, model: SequenceModel, prompt: torch.Tensor, info: dic
         metrics += [Metric("step_matmul_time", "min", mm, "s", n_ops), Metric("step_time", "min", step_s, "s"),
                     Metric("step_overhead_fraction", "value", fraction, "fraction")]
     metrics += _common_metrics(case, info, snapshot, cache, paths, model)
+    metrics += compile_metrics(case, info, decoder.compile_stats)
     info.update(cuda_graphs=graphs, decode_tokens=k, static_mixers=decoder.static_mixers)
     return CaseResult(status="ok", metrics=metrics, info=info)
 

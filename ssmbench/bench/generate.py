@@ -65,6 +65,9 @@ class GenerationResult:
     prefill_path: str
     cuda_graphs: bool
     capture_s: float = 0.0
+    compiled: bool = False  # the decode step ran through torch.compile
+    first_step_s: float = 0.0  # the first decode step (compilation included when compiled)
+    graph_breaks: int = 0
     tokens: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (b, new_tokens) generated
 
     def latency_quantile(self, q: float) -> float:
@@ -84,7 +87,7 @@ def _sync(device: torch.device) -> None:
 
 @torch.inference_mode()
 def generate(model: SequenceModel, prompt: torch.Tensor, new_tokens: int, *, cuda_graphs: bool = False,
-             on_token: Callable[[int], None] | None = None) -> GenerationResult:
+             compiled: bool = False, on_token: Callable[[int], None] | None = None) -> GenerationResult:
     """Greedy generation of ``new_tokens`` after ``prompt`` (b, l), timed: TTFT, then one step per token.
 
     A short untimed warm-up (a prefill of up to 64 tokens and two steps on a scratch cache) runs first so lazy
@@ -111,7 +114,7 @@ def generate(model: SequenceModel, prompt: torch.Tensor, new_tokens: int, *, cud
     ttft = time.perf_counter() - t0
     if on_token is not None:
         on_token(0)
-    decoder, snapshot, capture = start_decoding(model, cache, first, cuda_graphs=cuda_graphs)
+    decoder, snapshot, capture = start_decoding(model, cache, first, cuda_graphs=cuda_graphs, compiled=compiled)
     out = [first]
 
     def record(i: int) -> None:
@@ -121,13 +124,15 @@ def generate(model: SequenceModel, prompt: torch.Tensor, new_tokens: int, *, cud
 
     lat, wall = time_tokens(decoder, new_tokens - 1, prompt.device.type, record)
     return GenerationResult(batch, length, ttft, lat, wall, snapshot.bytes_at(length + new_tokens - 1),
-                            summarize_paths(paths), cuda_graphs, capture, torch.stack(out, dim=1))
+                            summarize_paths(paths), cuda_graphs, capture, compiled, decoder.first_step_s,
+                            decoder.compile_stats.graph_breaks if decoder.compile_stats else 0,
+                            torch.stack(out, dim=1))
 
 
 def run_generation(model_name: str, *, backend: str = "auto", prompt_len: int = 1024, new_tokens: int = 256,
                    batch: int = 1, device: str = "cpu", dtype: str = "float32", d_model: int = 256,
                    n_layers: int = 2, vocab_size: int = 256, options: dict[str, Any] | None = None,
-                   cuda_graphs: bool | None = None, seed: int = 0,
+                   cuda_graphs: bool | None = None, compiled: bool = False, seed: int = 0,
                    on_token: Callable[[int], None] | None = None) -> tuple[GenerationResult, dict[str, Any]]:
     """Build a randomly initialised model and :func:`generate` from a random prompt (``ssmbench generate``).
 
@@ -146,7 +151,7 @@ def run_generation(model_name: str, *, backend: str = "auto", prompt_len: int = 
     model = config.build().to(device=device, dtype=DTYPES[dtype])
     g = torch.Generator().manual_seed(seed)
     prompt = torch.randint(0, vocab_size, (batch, prompt_len), generator=g).to(device)
-    result = generate(model, prompt, new_tokens, cuda_graphs=cuda_graphs, on_token=on_token)
+    result = generate(model, prompt, new_tokens, cuda_graphs=cuda_graphs, compiled=compiled, on_token=on_token)
     info = {"params": model.num_params(), "d_model": config.d_model, "n_layers": config.n_layers,
             "d_state": config.state_dim}
     return result, info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from ssmbench.bench.timer import Timing, quantile
 from ssmbench.case import Case
 from ssmbench.models import count_params, make_config, match_params
 from ssmbench.models.blocks import DTYPES
+from ssmbench.models.compile import COMPILED, CompileStats, compile_fn, compiled_label
 from ssmbench.registry import MODELS
 from ssmbench.store import Metric
 
@@ -38,6 +40,38 @@ def ran_backend(case: Case) -> str:
     ops = MODELS.get(case.model).ops
     names = [kernels.last_backend(op) or "?" for op in ops]
     return "+".join(names) if names else "torch"
+
+
+def compile_for_case(case: Case, fn: Callable[..., Any]) -> tuple[Callable[..., Any], CompileStats | None]:
+    """``fn`` as the case runs it: itself (eager), or compiled with its first call (the compilation, timed as
+    ``first_call`` by the timer) watched for graph breaks. That first call runs ``fn`` once eagerly (without
+    gradients) before compiling, so the kernels' backend resolution is cached and not traced."""
+    if case.compile != COMPILED:
+        return fn, None
+    compiled, stats = compile_fn(fn, case.device), CompileStats()
+    first = True
+
+    def call(*args: Any) -> Any:
+        nonlocal first
+        if not first:
+            return compiled(*args)
+        first = False
+        with torch.no_grad():
+            fn(*args)
+        with stats.watch():
+            return compiled(*args)
+
+    return call, stats
+
+
+def compile_metrics(case: Case, info: dict[str, Any], stats: CompileStats | None) -> list[Metric]:
+    """Label the backend that ran as compiled and record graphs/graph breaks (nothing for an eager case)."""
+    if stats is None:
+        return []
+    info["backend"] = compiled_label(info.get("backend", case.backend), True)
+    info.update(stats.info())
+    return [Metric("compiled_graphs", "value", stats.graphs, "count"),
+            Metric("graph_breaks", "value", stats.graph_breaks, "count")]
 
 
 def timing_metrics(t: Timing, tokens: int) -> list[Metric]:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmbench.bench.cost import case_flops
-from ssmbench.bench.measure import build_case_model, ran_backend, timing_metrics
+from ssmbench.bench.measure import build_case_model, compile_for_case, compile_metrics, ran_backend, timing_metrics
 from ssmbench.bench.memory import measure_peak
 from ssmbench.bench.memory_model import estimate_metrics
 from ssmbench.bench.timer import measure
@@ -22,27 +22,38 @@ from ssmbench.models.blocks import DTYPES
 from ssmbench.store import CaseResult, Metric
 
 
+def lm_loss(model: torch.nn.Module, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Forward + cross-entropy: the part of a training step ``--compile`` compiles (its backward graph too)."""
+    logits = model(tokens)
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
 def make_step(case: Case, model: torch.nn.Module) -> tuple[Callable[[], object], Callable[[], None] | None]:
+    """The timed call of a fwd/fwdbwd case and its untimed reset; a compiled case's call carries its
+    ``compile_stats`` (graphs, graph breaks of the compiling first call)."""
     g = torch.Generator().manual_seed(case.seed)
     tokens = torch.randint(0, case.vocab_size, (case.batch, case.seq_len), generator=g).to(case.device)
     if case.mode == "fwd":
         model.eval()
+        run, stats = compile_for_case(case, model)
 
         def forward() -> object:
             with torch.inference_mode():
-                return model(tokens)
+                return run(tokens)
 
+        forward.compile_stats = stats  # type: ignore[attr-defined]
         return forward, None
     if case.mode == "fwdbwd":
         model.train()
         targets = torch.randint(0, case.vocab_size, (case.batch, case.seq_len), generator=g).to(case.device)
+        loss_fn, stats = compile_for_case(case, lm_loss)
 
         def forward_backward() -> object:
-            logits = model(tokens)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            loss = loss_fn(model, tokens, targets)
             loss.backward()
             return loss
 
+        forward_backward.compile_stats = stats  # type: ignore[attr-defined]
         return forward_backward, lambda: model.zero_grad(set_to_none=True)
     raise ValueError(f"mode '{case.mode}' is not a speed mode here")
 
@@ -55,7 +66,7 @@ def run_training_mode_case(case: Case) -> CaseResult:
     timing = measure(step, device=case.device, warmup=case.warmup, min_samples=case.samples,
                      budget_s=case.budget_s, before_each=before)
     info["backend"] = ran_backend(case)
-    metrics = timing_metrics(timing, case.tokens)
+    metrics = timing_metrics(timing, case.tokens) + compile_metrics(case, info, getattr(step, "compile_stats", None))
     if before is not None:
         before()
     # A crossover probe runs the same case many times and needs only its time: the untimed memory pass is skipped.

@@ -55,6 +55,8 @@ def accuracy(
     device: Annotated[str | None, Opt(help="auto, cpu or cuda.")] = None,
     threads: Annotated[int | None, Opt(help="torch threads per worker (default 1; 0 = all cores).")] = None,
     timeout: Annotated[float | None, Opt(help="Seconds before a case is killed.")] = None,
+    compile_: Annotated[str | None, Opt("--compile", help="eager, compiled (torch.compile of the model's forward "
+                                        "in every step) or both.")] = None,
     out: ResultsDir = Path("results"),
     force: Annotated[bool, Opt(help="Re-run cases that already have results.")] = False,
     retry_failed: Annotated[bool, Opt(help="Re-run cases whose stored status is not ok.")] = False,
@@ -69,7 +71,7 @@ def accuracy(
              "lr": _per_model(lr), "lr_grid": lr_grid, "seeds": seeds, "schedule": schedule, "warmup": warmup,
              "weight_decay": weight_decay, "metric": metric, "threshold": threshold, "stop_at": stop_at,
              "eval_every": eval_every, "batch": batch, "d_model": d_model, "n_layers": n_layers, "seed": seed,
-             "device": device, "threads": threads, "timeout_s": timeout,
+             "device": device, "threads": threads, "timeout_s": timeout, "compile": compile_,
              "model_options": dict(parse_options(option)), "params": dict(parse_options(param))}
     screen = plan_accuracy({k: v for k, v in given.items() if v is not None}, where="accuracy")
     run_accuracy_protocol(screen, out, force=force, retry_failed=retry_failed, dry_run=dry_run,

@@ -25,6 +25,9 @@ def generate(
                                                      help="Decode steps in a CUDA graph (default: on for CUDA).")]
     = None,
     seed: Annotated[int, typer.Option(help="Seed of the random weights and prompt.")] = 0,
+    compile_: Annotated[bool, typer.Option("--compile/--no-compile", help="Decode through torch.compile of the "
+                                           "whole step (compare both with `ssmbench sweep --compile both`).")]
+    = False,
 ) -> None:
     """Quick interactive decode check: prefill a random prompt, generate tokens, print TTFT and tokens/s."""
     from rich.markup import escape
@@ -60,7 +63,7 @@ def generate(
             res, info = run_generation(specs[0].name, backend=specs[0].backend, prompt_len=length,
                                        new_tokens=new_tokens, batch=batch, device=dev, dtype=dtype, d_model=d_model,
                                        n_layers=n_layers, options=options, cuda_graphs=cuda_graphs,
-                                       seed=seed, on_token=on_token)
+                                       compiled=compile_, seed=seed, on_token=on_token)
         except (MemoryError, RuntimeError) as exc:  # out of memory at this size: one line, not a traceback
             from ssmbench.engine.worker import classify
 
@@ -81,6 +84,8 @@ def generate(
     table.add_row("decode tokens/s (batch x tokens / wall time)", f"{res.tokens_per_s:,.1f}")
     table.add_row("cache / state size at the end", format_bytes(res.state_bytes))
     table.add_row("prefill path", res.prefill_path)
+    table.add_row("decode step", f"torch.compile (first step {format_seconds(res.first_step_s)}, "
+                  f"{res.graph_breaks} graph break(s))" if res.compiled else "eager")
     table.add_row("CUDA graphs", f"on (capture {format_seconds(res.capture_s)})" if res.cuda_graphs else "off")
     console.print(table)
     console.print("[dim]Random weights: the generated tokens are meaningless; this checks decode speed and "

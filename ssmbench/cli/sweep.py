@@ -35,6 +35,8 @@ def sweep(
     decode_tokens: Annotated[int, typer.Option(help="decode mode: tokens generated per sample.")] = 32,
     timeout: Annotated[float, typer.Option(help="Seconds before a case is killed and recorded as timeout.")] = 600,
     threads: Annotated[int, typer.Option(help="torch CPU threads in the worker (0 = all cores).")] = 0,
+    compile_: Annotated[str, typer.Option("--compile", help="eager, compiled (torch.compile of the forward, "
+                                          "training step or decode step) or both: one case each.")] = "eager",
     out: ResultsDir = Path("results"),
     force: Annotated[bool, typer.Option(help="Re-run cases that already have results.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="Re-run cases whose stored status is not ok.")] = False,
@@ -57,7 +59,7 @@ def sweep(
                             batches=batch, d_model=d_model, n_layers=n_layers, vocab_size=vocab_size,
                             model_options=dict(parse_options(option)), match_params=match_params, warmup=warmup,
                             samples=samples, budget_s=budget, decode_tokens=decode_tokens, timeout_s=timeout,
-                            threads=threads)
+                            threads=threads, compile=compile_)
     run_sweeps([spec], out, force=force, retry_failed=retry_failed, dry_run=dry_run, in_process=in_process,
                 command=" ".join(["ssmbench", *sys.argv[1:]]), executor=executor, gpus=gpus,
                 slurm=slurm_options(out, slurm_partition, slurm_jobs, timeout), shard=shard, max_memory=max_memory,

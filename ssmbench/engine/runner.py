@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import signal
 import subprocess
@@ -39,7 +40,7 @@ def plan_sweep(spec: SweepSpec) -> list[Case]:
         batches = spec.batches or (max(1, spec.tokens // seq_len),)
         for batch in batches:
             for mode in spec.modes:
-                for m in spec.models:
+                for m, compile_mode in itertools.product(spec.models, spec.compile):
                     options = (("decode_tokens", spec.decode_tokens),) if mode in ("prefill", "decode") else ()
                     cases.append(Case(kind="speed", model=m.name, backend=m.backend, mode=mode, device=device,
                                       dtype=spec.dtype, batch=batch, seq_len=seq_len, d_model=spec.d_model,
@@ -47,7 +48,8 @@ def plan_sweep(spec: SweepSpec) -> list[Case]:
                                       model_options=spec.model_options, match_params=spec.match_params,
                                       warmup=spec.warmup, samples=spec.samples, budget_s=spec.budget_s,
                                       threads=spec.threads, seed=spec.seed, options=options,
-                                      timeout_s=spec.timeout_s, max_memory=spec.max_memory))
+                                      timeout_s=spec.timeout_s, max_memory=spec.max_memory,
+                                      compile=compile_mode))
     return cases
 
 

@@ -41,6 +41,9 @@ _OP_MODULES = {
 }
 
 _last_backend: dict[str, str] = {}
+# (op, requested backend, device type, dtype) -> (backend name, function). Besides saving the lookup, this keeps
+# torch.compile from tracing into the resolution (imports, probes: graph breaks) once a call has run eagerly.
+_resolved: dict[tuple[str, str, str, str | None], tuple[str, Any]] = {}
 
 __all__ = [
     "BackendStatus",
@@ -88,9 +91,12 @@ def installed_backends(op: str) -> list[BackendStatus]:
 def dispatch(op: str, backend: str, device_type: str, dtype: str | None = None) -> tuple[str, Any]:
     """Resolve ``backend`` ("auto" or a name) for ``op`` on ``device_type`` (and inputs of ``dtype``, for backends
     that restrict it); remembers the choice."""
-    name, fn = resolve(op, _op_backends(op), backend, device_type, dtype)
-    _last_backend[op] = name
-    return name, fn
+    key = (op, backend, device_type, dtype)
+    hit = _resolved.get(key)
+    if hit is None:
+        hit = _resolved[key] = resolve(op, _op_backends(op), backend, device_type, dtype)
+    _last_backend[op] = hit[0]
+    return hit
 
 
 def last_backend(op: str) -> str | None:

@@ -42,6 +42,9 @@ class Backend:
     # dtypes the backend accepts ("float16", ...); None = every dtype. "auto" skips a backend that cannot take
     # the inputs' dtype (flash/cuDNN attention on float32), an explicit request for it is a clear error.
     dtypes: tuple[str, ...] | None = None
+    # Calls that torch.compile cannot trace (a ctypes C++ kernel: dynamo would guard on its raw data pointers and
+    # recompile every call): dispatch hands them out behind torch.compiler.disable, one clean graph break.
+    opaque: bool = False
 
     def takes(self, dtype: str | None) -> bool:
         return dtype is None or self.dtypes is None or dtype in self.dtypes
@@ -128,7 +131,7 @@ def resolve(op: str, backends: tuple[Backend, ...], name: str, device_type: str,
         )
         for b in ranked:
             if probe_reason(b) is None:
-                return b.name, load_target(b.target)
+                return b.name, _load(b)
         raise BackendUnavailable(f"no available backend for {op} on {device_type}" + (f" for {dtype}" if dtype else ""))
     if name not in by_name:
         known = ", ".join(by_name)
@@ -141,4 +144,18 @@ def resolve(op: str, backends: tuple[Backend, ...], name: str, device_type: str,
     reason = probe_reason(b)
     if reason is not None:
         raise BackendUnavailable(f"backend '{name}' for {op} is unavailable: {reason}")
-    return b.name, load_target(b.target)
+    return b.name, _load(b)
+
+
+def _load(backend: Backend) -> Callable[..., Any]:
+    return _load_target(backend.target, backend.opaque)
+
+
+@cache
+def _load_target(target: str, opaque: bool) -> Callable[..., Any]:
+    fn = load_target(target)
+    if opaque:
+        import torch
+
+        fn = torch.compiler.disable(fn, recursive=True)
+    return fn

@@ -14,6 +14,7 @@ benchmark can decode the same K tokens at context L several times at the cost of
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from ssmbench.models.blocks import SequenceModel, tensor_bytes
+from ssmbench.models.compile import CompileStats, compile_fn
 
 NATIVE, STEP_LOOP, STATELESS = "native", "step_loop", "stateless"
 
@@ -134,28 +136,44 @@ class CacheSnapshot:
         return self.fixed_bytes + self.bytes_per_position * context
 
 
+def greedy_step(model: SequenceModel, token: torch.Tensor, cache: list[Any]) -> None:
+    """One decode step: the model step, the argmax written back into ``token`` (what ``--compile`` compiles)."""
+    logits = model.step(token, cache)
+    token.copy_(logits.argmax(-1))
+
+
 class GreedyDecoder:
     """Greedy decoding, one token per :meth:`step`: the argmax feeds back through a static token buffer.
 
     With ``cuda_graphs`` the mixers are switched to their graph-safe step at construction, and :meth:`capture`
     records one step (model step + argmax + feedback) in a CUDA graph that :meth:`step` replays. Capturing runs
     warm-up steps, so the caller rewinds the cache afterwards — :func:`start_decoding` does it in the right order.
+    With ``compiled`` the whole step (every layer, argmax and feedback) is one ``torch.compile`` call over the
+    graph-safe (static-shape) mixers; its first call compiles, so :func:`start_decoding` makes it and rewinds.
     """
 
     def __init__(self, model: SequenceModel, cache: list[Any], first_token: torch.Tensor,
-                 cuda_graphs: bool = False) -> None:
+                 cuda_graphs: bool = False, compiled: bool = False) -> None:
         self.model, self.cache = model, cache
         self.token = first_token.detach().clone()
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_mixers: list[str] = []
-        if cuda_graphs:
-            if self.token.device.type != "cuda":
-                raise ValueError("CUDA graphs need a CUDA device")
+        self.compile_stats: CompileStats | None = None
+        self.first_step_s = 0.0  # the first step's time (compilation included), set by start_decoding
+        self._compiled: Any = None
+        if cuda_graphs and self.token.device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        if cuda_graphs or compiled:  # static shapes: no recompile per position, capturable
             self.static_mixers = enable_static(model, cache)
+        if compiled:
+            self.compile_stats = CompileStats()
+            self._compiled = compile_fn(greedy_step, self.token.device.type, own_cuda_graph=cuda_graphs)
+
+    def eager_step(self) -> None:
+        greedy_step(self.model, self.token, self.cache)
 
     def _eager(self) -> None:
-        logits = self.model.step(self.token, self.cache)
-        self.token.copy_(logits.argmax(-1))
+        (self._compiled or greedy_step)(self.model, self.token, self.cache)
 
     def capture(self, warmup_steps: int = 2) -> None:
         # Warm up on a side stream (lazy init, allocator), then record one step; upstream mamba does the same.
@@ -183,14 +201,24 @@ class GreedyDecoder:
 CAPTURE_WARMUP_STEPS = 2  # the cache needs room for max(K, this + 1) decode positions when graphs are on
 
 
-def start_decoding(model: SequenceModel, cache: list[Any], first_token: torch.Tensor, *, cuda_graphs: bool
-                   ) -> tuple[GreedyDecoder, CacheSnapshot, float]:
+def start_decoding(model: SequenceModel, cache: list[Any], first_token: torch.Tensor, *, cuda_graphs: bool,
+                   compiled: bool = False) -> tuple[GreedyDecoder, CacheSnapshot, float]:
     """A decoder ready at the cache's current point (just after a prefill), the snapshot that rewinds to it, and
-    the seconds spent capturing the CUDA graph (0 without graphs)."""
-    decoder = GreedyDecoder(model, cache, first_token, cuda_graphs=cuda_graphs)  # switches to static first...
+    the seconds spent capturing the CUDA graph (0 without graphs). The first step runs here, timed in
+    ``decoder.first_step_s`` (a compiled decoder compiles in it), and is undone."""
+    decoder = GreedyDecoder(model, cache, first_token, cuda_graphs=cuda_graphs, compiled=compiled)  # static first
     batch = first_token.shape[0]
     snapshot = CacheSnapshot.take(model, cache, batch, model.embedding.weight.dtype)  # ...so the flags survive
     capture_s = 0.0
+    # The first step, timed (it compiles a compiled decoder) and undone.
+    with decoder.compile_stats.watch() if decoder.compile_stats is not None else contextlib.nullcontext():
+        t0 = time.perf_counter()
+        decoder.step()
+        if first_token.device.type == "cuda":
+            torch.cuda.synchronize()
+        decoder.first_step_s = time.perf_counter() - t0
+    snapshot.restore(cache)
+    decoder.reset(first_token)
     if cuda_graphs:
         t0 = time.perf_counter()
         decoder.capture(CAPTURE_WARMUP_STEPS)

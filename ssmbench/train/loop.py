@@ -107,6 +107,7 @@ def run_accuracy_case(case: Case) -> Any:
     time_to_threshold (nan if never), reached (0/1), still_falling (0/1), params, final_train_loss."""
     import torch
 
+    from ssmbench.bench.measure import compile_for_case, compile_metrics
     from ssmbench.bench.speed import build_case_model, ran_backend
     from ssmbench.registry import TASKS
     from ssmbench.store import CaseResult, Metric
@@ -121,6 +122,9 @@ def run_accuracy_case(case: Case) -> Any:
         raise ValueError(f"accuracy cases train in {' or '.join(DTYPES)}, not {case.dtype}")
     torch.manual_seed(stream_seed("init", case.seed))
     _, model, info = build_case_model(case)
+    hidden, compile_stats = compile_for_case(case, model.hidden)  # --compile: the forward (and its backward)
+    if compile_stats is not None:
+        model.hidden = hidden
     model.train()
     train_params = task_params(task, case.seq_len, overrides, evaluation=False)
     tests, in_dist, (val_x, val_y, val_p) = _held_out(task, case, overrides, opts)
@@ -218,5 +222,6 @@ def run_accuracy_case(case: Case) -> Any:
         Metric("still_falling", "value", float(step == steps and still_falling(losses)), "bool"),
         Metric("params", "value", info["params"], "count"),
         Metric("final_train_loss", "value", sum(tail) / len(tail), "nats", len(tail)),
+        *compile_metrics(case, info, compile_stats),
     ]
     return CaseResult(status="ok", error=info.get("notes", ""), metrics=metrics, info=info)

@@ -9,13 +9,14 @@ Formats, protocol and expected results: docs/tasks.md.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ssmbench.case import Case
 from ssmbench.schema import check_keys, check_model_options
-from ssmbench.spec import SpecError, check_device_dtype, parse_lengths, parse_models
+from ssmbench.spec import SpecError, check_device_dtype, parse_compile, parse_lengths, parse_models
 from ssmbench.train.defaults import merge_options, task_defaults
 from ssmbench.train.optim import SCHEDULES
 
@@ -50,6 +51,7 @@ TABLE_KEYS: dict[str, Any] = {
     "dtype": "float32",
     "threads": 1,  # torch threads per worker on CPU: one (two contend on a small machine); 0 = all cores
     "timeout_s": 1800.0,
+    "compile": "eager",  # eager | compiled | both: torch.compile of the model's forward in every step
     "name": "",
 }
 DTYPES = ("float32", "float64")
@@ -256,10 +258,14 @@ def plan_accuracy(table: Mapping[str, Any], where: str = "accuracy") -> list[Cas
               ("seeds", t["seeds"]), ("steps", t["steps"]), ("stop_at", t["stop_at"]),
               ("threshold", float(t["threshold"])), ("val_examples", t["val_examples"]),
               ("warmup", float(t["warmup"])), ("weight_decay", float(t["weight_decay"])))
+    try:
+        compile_modes = parse_compile(str(t["compile"]))
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
     cases = []
     for seq_len in lengths:
         evals = tuple(sorted(set(eval_lengths) | {seq_len}))
-        for m in models:
+        for m, compile_mode in itertools.product(models, compile_modes):
             for lr in grids[m.name]:
                 options = tuple(sorted((*common, ("eval_lengths", evals), ("lr", lr),
                                         ("lr_grid", grids[m.name]))))
@@ -268,7 +274,7 @@ def plan_accuracy(table: Mapping[str, Any], where: str = "accuracy") -> list[Cas
                                   n_layers=t["n_layers"], vocab_size=vocab or task.vocab_size(params),
                                   model_options=tuple(sorted(model_options[m.name].items())),
                                   threads=t["threads"], seed=t["seed"], task=task.name, options=options,
-                                  timeout_s=float(t["timeout_s"])))
+                                  timeout_s=float(t["timeout_s"]), compile=compile_mode))
     return cases
 
 

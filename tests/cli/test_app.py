@@ -22,6 +22,7 @@ def ssmbench(*args, cwd=None):
     (["sweep", "--models", "mamba:triton", "--device", "cpu", "--lengths", "64"], "cannot run on cpu"),
     (["sweep", "--models", "mamba", "--device", "cpu", "--dtype", "float16"], "not supported on cpu"),
     (["sweep", "--models", "mamba", "--option", "d_state"], "expected KEY=VALUE"),
+    (["sweep", "--models", "mamba", "--compile", "fast"], "unknown compile mode 'fast'"),
     (["run", "missing.toml"], "not found"),
     (["report", "--results", "/nonexistent/results"], "no results"),
 ])

@@ -92,3 +92,13 @@ def test_run_records_the_workers_thread_count(tmp_path, tiny_case):
     run_cases([tiny_case(threads=1)], tmp_path)
     runs = store.load_runs(tmp_path)
     assert list(runs.torch_threads) == ["1"]
+
+
+def test_plan_sweep_compile_both_is_a_case_dimension_that_keeps_eager_ids():
+    spec = SweepSpec(models=parse_models("mamba,s4"), lengths=(64,), device="cpu", compile=("eager", "compiled"))
+    cases = plan_sweep(spec)
+    assert [(c.model, c.compile) for c in cases] == [("mamba", "eager"), ("mamba", "compiled"), ("s4", "eager"),
+                                                     ("s4", "compiled")]
+    eager = plan_sweep(SweepSpec(models=parse_models("mamba,s4"), lengths=(64,), device="cpu"))
+    assert [c.case_id for c in cases if c.compile == "eager"] == [c.case_id for c in eager]  # resumable as before
+    assert len({c.case_id for c in cases}) == 4 and "compiled" in cases[1].label()

@@ -27,6 +27,7 @@ BACKENDS: tuple[Backend, ...] = (
         priority={"cpu": 2},
         probe=f"{_M}.compiled:probe",
         requires=("cmd:c++", "cmd:ninja"),
+        opaque=True,
         description="C++/OpenMP kernel built on first use (needs a C++ compiler and ninja); fwd + bwd",
     ),
     Backend(

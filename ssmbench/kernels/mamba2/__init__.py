@@ -31,6 +31,7 @@ BACKENDS: tuple[Backend, ...] = (
             description="chunked SSD in PyTorch (stable segsum, CBᵀ per group, blocked for memory)"),
     Backend("compiled", "ssmbench.kernels.mamba2.compiled:ssd_compiled", devices=("cpu",), priority={"cpu": 3},
             probe="ssmbench.kernels.mamba2.compiled:probe", requires=("cmd:c++", "cmd:ninja"),
+            opaque=True,
             description="C++/OpenMP register-blocked recurrence (needs a C++ compiler and ninja); "
                         "with gradients it runs the chunked path"),
     Backend("minimal", "ssmbench.kernels.mamba2.minimal:ssd_minimal",

@@ -1,0 +1,90 @@
+"""``torch.compile`` for every benchmark path (``--compile``): one way to compile, one way to report graph breaks.
+
+A case's ``compile`` field is "eager" or "compiled". Compiled paths use inductor; on CUDA the compiled call runs in
+CUDA graphs (``mode="reduce-overhead"``) unless the benchmark captures its own graph around it (decode with
+``cuda_graphs``), where capturing a CUDA-graph-tree inside a capture would fail. Shapes are static
+(``dynamic=False``): every benchmark call has the same shapes, so one graph per case and no recompiles.
+
+Graph breaks (a region dynamo cannot trace, run eagerly between compiled graphs) are counted from dynamo's own
+counters around the first (compiling) call: :class:`CompileStats` says how many graphs were compiled and why each
+break happened, and results record both, so a compiled row that is no faster shows why.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+EAGER, COMPILED = "eager", "compiled"
+COMPILE_MODES = (EAGER, COMPILED)
+# the label appended to the backend that ran, so eager and compiled rows are separate series in reports
+COMPILED_SUFFIX = "+torch.compile"
+
+
+# The torch.compile backend. Tests set "aot_eager" (same tracing, functionalisation and graph breaks, no code
+# generation) to check the plumbing quickly; the slow tests and every benchmark use inductor.
+BACKEND = "inductor"
+
+
+def compile_mode(device: str, own_cuda_graph: bool = False) -> str | None:
+    """Inductor mode: CUDA graphs via "reduce-overhead" on CUDA unless the caller captures its own graph."""
+    return "reduce-overhead" if device == "cuda" and not own_cuda_graph else None
+
+
+def compile_fn(fn: Callable[..., Any], device: str, own_cuda_graph: bool = False) -> Callable[..., Any]:
+    """``fn`` compiled by inductor with static shapes (see the module docstring)."""
+    if BACKEND != "inductor":
+        return torch.compile(fn, backend=BACKEND, dynamic=False)
+    return torch.compile(fn, mode=compile_mode(device, own_cuda_graph), dynamic=False)
+
+
+@dataclass
+class CompileStats:
+    """What dynamo did during the calls made inside :meth:`watch`: graphs compiled, graph breaks and why."""
+
+    graphs: int = 0
+    graph_breaks: int = 0
+    reasons: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the watched calls (compilation included)
+
+    def watch(self) -> _Watch:
+        return _Watch(self)
+
+    def info(self) -> dict[str, Any]:
+        """For a result's info: counts and the distinct break reasons (first lines, at most 5)."""
+        return {"compiled_graphs": self.graphs, "graph_breaks": self.graph_breaks,
+                "graph_break_reasons": self.reasons[:5]}
+
+
+class _Watch:
+    def __init__(self, stats: CompileStats) -> None:
+        self.stats = stats
+
+    def __enter__(self) -> CompileStats:
+        from torch._dynamo.utils import counters
+
+        self._counters = counters
+        self._before_breaks = dict(counters["graph_break"])
+        self._before_graphs = counters["stats"]["unique_graphs"]
+        self._t0 = time.perf_counter()
+        return self.stats
+
+    def __exit__(self, *exc: object) -> None:
+        self.stats.seconds += time.perf_counter() - self._t0
+        counters = self._counters
+        self.stats.graphs += counters["stats"]["unique_graphs"] - self._before_graphs
+        for reason, n in counters["graph_break"].items():
+            new = n - self._before_breaks.get(reason, 0)
+            if new > 0:
+                self.stats.graph_breaks += new
+                line = str(reason).strip().splitlines()[0][:200] if str(reason).strip() else "?"
+                if line not in self.stats.reasons:
+                    self.stats.reasons.append(line)
+
+
+def compiled_label(backend: str, compiled: bool) -> str:
+    return f"{backend}{COMPILED_SUFFIX}" if compiled else backend

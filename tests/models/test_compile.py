@@ -1,0 +1,128 @@
+"""``--compile`` paths: compiled == eager in float64 (decode steps, forward, training step), graph breaks counted.
+
+The fast tests compile with the "aot_eager" backend: the same dynamo tracing, functionalisation of the in-place
+cache updates and graph breaks as inductor, without code generation (seconds instead of minutes on 2 cores).
+The inductor tests are marked slow.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ssmbench.models import compile as compile_mod
+from ssmbench.models import make_config
+from ssmbench.models.compile import CompileStats, compile_fn
+from ssmbench.models.inference import prefill, start_decoding
+from ssmbench.registry import MODELS
+
+VOCAB = 13
+
+
+@pytest.fixture
+def aot_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compile_mod, "BACKEND", "aot_eager")
+    torch._dynamo.reset()
+
+
+def build(name: str, d_model: int = 24) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return make_config(name, d_model=d_model, n_layers=2, vocab_size=VOCAB, options={"d_state": 6}).build().double()
+
+
+def decode(model: torch.nn.Module, compiled: bool, prompt: torch.Tensor, k: int) -> tuple[list, list]:
+    """k greedy tokens after ``prompt``, twice (the second time after rewinding): (tokens, final cache tensors)."""
+    cache = model.allocate_inference_cache(prompt.shape[0], prompt.shape[1] + k + 1, torch.float64)
+    logits, _ = prefill(model, prompt, cache)
+    decoder, snapshot, _ = start_decoding(model, cache, logits.argmax(-1), cuda_graphs=False, compiled=compiled)
+    runs = []
+    for _ in range(2):
+        snapshot.restore(cache)
+        decoder.reset(logits.argmax(-1))
+        out = []
+        for _ in range(k):
+            decoder.step()
+            out.append(decoder.token.clone())
+        runs.append(torch.stack(out, 1))
+    assert torch.equal(runs[0], runs[1])  # a rewound compiled decoder replays the same tokens
+    # every state tensor but attention's device position, which only the static (compiled) step advances
+    states = [t.clone() for c in cache if c is not None for key, t in c.items()
+              if isinstance(t, torch.Tensor) and key != "pos_t"]
+    return runs[0], states
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+@torch.inference_mode()
+def test_compiled_decode_equals_eager_in_float64(aot_eager, name):
+    model = build(name).eval()
+    prompt = torch.randint(0, VOCAB, (3, 5), generator=torch.Generator().manual_seed(1))
+    eager_tokens, eager_states = decode(model, False, prompt, 7)
+    compiled_tokens, compiled_states = decode(model, True, prompt, 7)
+    assert torch.equal(compiled_tokens, eager_tokens)
+    for a, b in zip(compiled_states, eager_states, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_graph_breaks_are_counted_with_their_reason(aot_eager):
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        y = x.sin()
+        torch._dynamo.graph_break()
+        return y.cos()
+
+    stats = CompileStats()
+    compiled = compile_fn(fn, "cpu")
+    with stats.watch():
+        out = compiled(torch.ones(3))
+    torch.testing.assert_close(out, torch.ones(3).sin().cos())
+    assert stats.graph_breaks == 1 and stats.graphs == 2
+    assert len(stats.reasons) == 1 and stats.info()["graph_breaks"] == 1
+
+    whole = CompileStats()
+    with whole.watch():
+        compile_fn(lambda x: x.sin().cos(), "cpu")(torch.ones(3))
+    assert whole.graph_breaks == 0 and whole.graphs == 1 and whole.reasons == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mamba", "transformer"])
+@torch.inference_mode()
+def test_inductor_decode_equals_eager_in_float64(name):
+    torch._dynamo.reset()
+    model = build(name, d_model=20).eval()
+    prompt = torch.randint(0, VOCAB, (2, 3), generator=torch.Generator().manual_seed(2))
+    eager_tokens, eager_states = decode(model, False, prompt, 5)
+    compiled_tokens, compiled_states = decode(model, True, prompt, 5)
+    assert torch.equal(compiled_tokens, eager_tokens)
+    for a, b in zip(compiled_states, eager_states, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+def test_compiled_speed_case_labels_the_backend_and_counts_graphs(aot_eager, tiny_case, mode):
+    from ssmbench.bench.speed import run_training_mode_case
+
+    result = run_training_mode_case(tiny_case("transformer", mode=mode, compile="compiled"))
+    assert result.status == "ok" and result.info["backend"].endswith("+torch.compile")
+    values = {m.metric: m.value for m in result.metrics}
+    assert values["compiled_graphs"] >= 1 and values["graph_breaks"] == 0 and values["first_call"] > 0
+    eager = run_training_mode_case(tiny_case("transformer", mode=mode))
+    assert "graph_breaks" not in {m.metric for m in eager.metrics} and "+" not in eager.info["backend"]
+
+
+@torch.no_grad()
+def test_compiled_forward_and_loss_gradients_equal_eager_in_float64(aot_eager):
+    from ssmbench.bench.speed import lm_loss
+
+    model = build("mamba").train()
+    x = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(3))
+    y = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(4))
+    grads = []
+    for fn in (lm_loss, compile_fn(lm_loss, "cpu")):
+        model.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            loss = fn(model, x, y)
+            loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-12, atol=0)
+    for a, b in zip(grads[1][1], grads[0][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
