@@ -226,11 +226,11 @@ def test_shipped_suites_plan(name, monkeypatch):
     suite = load_suite(ROOT / "tasks" / f"{name}.toml")
     cases = plan_accuracy_tables(suite.accuracy, where=name)
     assert cases and all(c.kind == "accuracy" for c in cases)
-    assert {"transformer", "mamba"} <= {c.model for c in cases}
+    assert "mamba" in {c.model for c in cases} and {c.model for c in cases} & {"transformer", "s4"}
     if name.endswith("_gpu"):
         assert {c.device for c in cases} == {"cuda"}
     else:  # CPU-sized: small widths, and a bounded number of training steps in all
-        assert max(c.d_model for c in cases) <= 128 and sum(c.option("steps") for c in cases) <= 30_000
+        assert max(c.d_model for c in cases) <= 128 and sum(c.option("steps") for c in cases) <= 40_000
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
