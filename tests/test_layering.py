@@ -20,6 +20,7 @@ RANKS = {
     "kernels": 0, "case": 0, "registry": 0, "env": 0, "synthetic": 0,
     "spec": 1, "store": 1,
     "schema": 1.5,  # the typed input schema: built on spec's parsers, below every feature layer
+    "contention": 1.5,  # per-case machine-load metrics (store's Metric), read by engine, report and gate
     "models": 2,
     "bench": 3,
     "engine": 4, "report": 4, "train": 4,

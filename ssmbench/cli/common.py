@@ -142,6 +142,10 @@ def print_outcome(con: Console, outcome) -> None:
         med = next((m.value for m in (r.metrics or []) if m.metric == "time" and m.stat == "median"), None)
         acc = next((m.value for m in (r.metrics or []) if m.metric == "accuracy" and m.stat == "train_len"), None)
         detail = format_seconds(med) if med is not None else (f"acc {acc:.3f}" if acc is not None else "")
+        from ssmbench.contention import is_contended
+
+        if is_contended(r.metrics or []):
+            detail += " [yellow](contended)[/yellow]"
         con.print(f"[green]✓[/green] {escape(outcome.case.label())}  {detail}  [dim]({outcome.seconds:.1f} s)[/dim]")
     else:
         con.print(f"[red]✗ {r.status}[/red] {escape(outcome.case.label())}: {escape(r.error or '')}", highlight=False)

@@ -46,6 +46,12 @@ def report(
                           "moves them to parts/.quarantine and re-runs their cases", highlight=False)
     target = check_output_dir(report_dir if report_dir is not None else results / "report")
     res = build_report(results, target)
+    from ssmbench.report.contention import contended_cases
+
+    contended = contended_cases(store.load(results))
+    if not contended.empty:
+        err_console.print(f"[yellow]warning:[/yellow] {len(contended)} case(s) ran while other processes used the CPU "
+                          "(times may be inflated); listed under 'Contended timings' in the report", highlight=False)
     if res.exponents:
         table = Table(title="scaling of time per sequence (fitted exponent over the last 3 lengths)")
         table.add_column("series")

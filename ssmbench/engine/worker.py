@@ -57,14 +57,18 @@ def configure(case: Case) -> None:
 def execute(case: Case) -> tuple[CaseResult, bool]:
     """Run one case in this process. Returns (result, device_suspect)."""
     from ssmbench.bench.memory import memory_cap
+    from ssmbench.contention import LoadProbe
     from ssmbench.kernels._backend import load_target
 
     try:
         configure(case)
         if case.kind not in EXECUTORS:
             raise ValueError(f"unknown case kind '{case.kind}'")
-        with memory_cap(case.max_memory, case.device):
-            return load_target(EXECUTORS[case.kind])(case), False
+        with memory_cap(case.max_memory, case.device), LoadProbe() as probe:
+            result = load_target(EXECUTORS[case.kind])(case)
+        if result.status == "ok":  # how busy the machine was meanwhile: contended timings get flagged
+            result.metrics = [*(result.metrics or []), *probe.metrics()]
+        return result, False
     except Exception as exc:  # every failure becomes a status row; the sweep goes on
         status, message, suspect = classify(exc)
         return CaseResult(status=status, error=message, metrics=_oom_estimate(case) if status == "oom" else None), \

@@ -51,6 +51,8 @@ def _sequential(plan: CheckPlan, sides: Sequence[Side], looks: Sequence[sequenti
             done += (look.rounds - measured) * len(pending) * len(sides)
             measured = look.rounds
             out.errors.update(step.errors)
+            for k, n in step.contended.items():
+                out.contended[k] = out.contended.get(k, 0) + n
             for k, xs in step.values.items():
                 out.values.setdefault(k, []).extend(xs)
             still = []
@@ -111,4 +113,5 @@ def run_against_ref(plan: CheckPlan, ref: str, *, inject: tuple[tuple[str, Any],
              f"regression from round {reg_at} (alpha {plan.alpha:g} for the whole suite, spent over cases and "
              f"looks) or as inside the threshold from round {ok_at} (sign-test upper bound of its median ratio); "
              f"{ran} case-rounds run of {plan.ab_max_rounds * len(checks)} at most"]
+    notes += meas.contention_note(sum(len(v) for v in meas.values.values()))
     return CheckResult("against", plan, f"{ref} ({sha[:12]})", checks, None, notes, time.perf_counter() - t0)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ssmbench.case import Case
+from ssmbench.contention import is_contended
 from ssmbench.gate import stats as check_stats
 from ssmbench.gate.baseline import case_key, check_compatible, read_baseline, write_baseline
 from ssmbench.gate.calibrate import Calibration, Normalisation, combine, measure_calibration, normalisation
@@ -139,6 +140,18 @@ class Side:
 class Measurements:
     values: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (side, key) -> per-round times
     errors: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (side, key) -> rounds that ran while other processes used the CPU (ssmbench/contention.py)
+    contended: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def contention_note(self, rounds_total: int) -> list[str]:
+        """One note when some rounds ran contended: how many, and of which cases (times may be inflated)."""
+        if not self.contended:
+            return []
+        n = sum(self.contended.values())
+        keys = sorted({k for _, k in self.contended})
+        return [f"⚠️ contended: {n} of {rounds_total} rounds ran while other processes used >= 0.5 CPU cores "
+                f"({len(keys)} case(s)); their times may be inflated: a regression or speed-up found on them is "
+                "suspect, re-run the check on a quiet machine"]
 
 
 def _round_time(result: Any) -> float:
@@ -196,6 +209,8 @@ def measure_rounds(cases: Sequence[Case], sides: Sequence[Side], rounds: int,
                         out.errors[(side.name, key)] = f"{result.status}: {result.error}"
                         continue
                     out.values.setdefault((side.name, key), []).append(_round_time(result))
+                    if is_contended(result.metrics or []):
+                        out.contended[(side.name, key)] = out.contended.get((side.name, key), 0) + 1
         if on_progress:
             on_progress(total, total, "done")
     finally:
@@ -377,6 +392,7 @@ def run_against_baseline(plan: CheckPlan, baseline_path: str | os.PathLike[str],
     if remeasure:
         _remeasure(plan, checks, [head], False, scaled(norm.factor), on_progress,
                    rescale if normalize == "suite" else None)
+    notes += meas.contention_note(sum(len(v) for v in meas.values.values()))
     return CheckResult("baseline", plan, baseline.describe(), checks, norm, notes, time.perf_counter() - t0)
 
 

@@ -55,7 +55,7 @@ def _environment_markdown(root: Path) -> list[str]:
 # e.g. "ssmbench.report.accuracy:accuracy_section"; each returns [] when the results have nothing for it.
 SECTIONS: list[str] = ["ssmbench.report.accuracy:accuracy_section", "ssmbench.report.claims:claims_section",
                        "ssmbench.report.decode:decode_section", "ssmbench.report.fits:fits_section",
-                       "ssmbench.report.kernels:kernel_section"]
+                       "ssmbench.report.kernels:kernel_section", "ssmbench.report.contention:contention_section"]
 
 
 def _extra_sections(df: pd.DataFrame, out_dir: Path) -> tuple[list[str], list[Path]]:
