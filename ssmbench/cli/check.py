@@ -20,9 +20,8 @@ def check(
                                                 "decided); sees slowdowns of code every model shares.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Slowdown that fails, e.g. 0.10 = 10% (default: the "
                                                     "suite file's threshold, else 0.10).")] = None,
-    alpha: Annotated[float, typer.Option(help="Significance level of the one-sided rank test (per case with "
-                                         "--baseline; with --against for the whole suite, spent over cases and "
-                                         "looks).")] = 0.01,
+    alpha: Annotated[float, typer.Option(help="Significance level of the one-sided rank test, per case (with "
+                                         "--against spent over the sequential test's looks).")] = 0.01,
     rounds: Annotated[int | None, typer.Option(help="Rounds per case and side (default: the suite's, else 10); "
                                                "--against: up to twice this, stopping once decided.")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", help="Model option KEY=VALUE injected into the "

@@ -25,12 +25,11 @@ from ssmbench.spec import SpecError
 
 
 def looks_for(plan: CheckPlan) -> tuple[sequential.Look, ...]:
-    """The plan's looks: alpha is the false-alarm bound of the whole suite, so each case gets alpha / cases."""
-    looks = sequential.plan_looks(plan.ab_max_rounds, plan.alpha / len(plan.cases))
+    """The plan's looks: each case's alpha (``--alpha``, per case as against a baseline) spent over them."""
+    looks = sequential.plan_looks(plan.ab_max_rounds, plan.alpha)
     if sequential.first_decision(looks)[0] is None:
         raise SpecError(f"with at most {plan.ab_max_rounds} rounds per case (2 x --rounds {plan.rounds}) the "
-                        f"signed-rank test cannot reach p < {plan.alpha / len(plan.cases):.2g} (--alpha "
-                        f"{plan.alpha:g} shared by {len(plan.cases)} cases): raise --rounds (or --alpha)")
+                        f"signed-rank test cannot reach p < {plan.alpha:g}: raise --rounds (or --alpha)")
     return looks
 
 
@@ -110,8 +109,8 @@ def run_against_ref(plan: CheckPlan, ref: str, *, inject: tuple[tuple[str, Any],
     notes = [f"base = {ref} ({sha[:12]}) checked out in a temporary worktree; head = the working tree; both run "
              f"by {sys.executable}, interleaved round by round, workers kept warm",
              f"sequential: looks every {sequential.STEP} rounds up to {plan.ab_max_rounds}; a case can stop as a "
-             f"regression from round {reg_at} (alpha {plan.alpha:g} for the whole suite, spent over cases and "
-             f"looks) or as inside the threshold from round {ok_at} (sign-test upper bound of its median ratio); "
+             f"regression at round {reg_at} or {plan.ab_max_rounds} (alpha {plan.alpha:g} per case, spent over the "
+             f"looks) or as inside the threshold from round {ok_at} (signed-rank upper bound of its ratio); "
              f"{ran} case-rounds run of {plan.ab_max_rounds * len(checks)} at most"]
     notes += meas.contention_note(sum(len(v) for v in meas.values.values()))
     return CheckResult("against", plan, f"{ref} ({sha[:12]})", checks, None, notes, time.perf_counter() - t0)

@@ -59,8 +59,8 @@ def render_markdown(result: CheckResult) -> str:
                      f"{r['verdict'].replace('|', '/')} |")
     if result.mode == "against":
         method = "median of per-round ratios, Wilcoxon signed-rank"
-        rule = (f"p below the level spent at its look (--alpha {plan.alpha:g} bounds false alarms over the whole "
-                "suite) and a CI above 1; a case stops once decided")
+        rule = (f"p below the share of --alpha {plan.alpha:g} spent at its look (sequential test: a case stops "
+                "once decided) and a CI above 1")
     else:
         method = "ratio of medians, Mann-Whitney U"
         rule = f"p < {plan.alpha:g} and a CI above 1, confirmed by re-measurement"

@@ -239,7 +239,7 @@ def test_calibration_shift_refuses_unless_forced(monkeypatch, capsys, tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     ([], "exactly one of --baseline"),
     (["--baseline", "b.parquet", "--against", "HEAD"], "exactly one of --baseline"),
-    (["--against", "HEAD", "--rounds", "3"], "cannot reach p < 0.0033"),
+    (["--against", "HEAD", "--rounds", "3"], "cannot reach p < 0.01"),
     (["--baseline", "b.parquet", "--rounds", "2"], "--rounds must be >= 3"),
     (["--baseline", "b.parquet", "--threshold", "0"], "--threshold must be in"),
     (["--baseline", "b.parquet", "--normalize", "sometimes"], "unknown --normalize"),
