@@ -18,6 +18,7 @@ from ssmbench.store import CaseResult, Metric
 EXECUTORS = {
     "speed": "ssmbench.bench.run:run_speed_case",
     "accuracy": "ssmbench.train.loop:run_accuracy_case",
+    "pair": "ssmbench.bench.pair:run_pair_case",  # a crossover probe: two speed cases timed round by round
 }
 
 _OOM_MARKERS = ("out of memory", "cannot allocate memory", "defaultcpuallocator: can't allocate")

@@ -78,7 +78,40 @@ class WorkerMeasure:
         return result
 
     def __call__(self, length: int, rounds: int) -> tuple[list[float], list[float]]:
+        from ssmbench.bench.pair import PAIR_MODES  # lazily: it imports torch, which this process need not
+
         cases = dict(zip("AB", probe_cases(self.spec, length, self.search_id), strict=True))
+        if cases["A"].mode in PAIR_MODES:
+            new, last = self._pair_rounds(cases, rounds)
+        else:
+            new, last = self._case_rounds(cases, rounds)
+        for side, case in cases.items():
+            self.times.setdefault((length, side), []).extend(new[side])
+            store.write_case(self.root, self.run_id, case, combine_rounds(case, self.times[(length, side)],
+                                                                           last[side]))
+        return new["A"], new["B"]
+
+    def _pair_rounds(self, cases: dict[str, Case], rounds: int) -> tuple[dict, dict]:
+        """All rounds in one worker call (both models built once, see ``bench/pair.py``)."""
+        from ssmbench.bench.pair import pair_case
+
+        pair = pair_case(cases["A"], cases["B"], rounds, self.rounds_done)
+        pair = replace(pair, timeout_s=pair.timeout_s * max(1, rounds))
+        self.rounds_done += rounds
+        result = self._run(pair)
+        if result.status != "ok":
+            raise ProbeFailed(f"{cases['A'].label()} vs {cases['B'].label()}: {result.status}: {result.error}")
+        m = {(x.metric, x.stat): x for x in result.metrics or []}
+        new, last = {}, {}
+        for side, key in (("A", "a"), ("B", "b")):
+            new[side] = list(m["round_time", key].samples or ())
+            kept = [Metric(name, "value", m[name, key].value, m[name, key].unit) for name in ("first_call", "flops",
+                                                                                             "params")]
+            last[side] = CaseResult(metrics=kept, info={"backend": (result.info or {}).get(f"backend_{key}")})
+        return new, last
+
+    def _case_rounds(self, cases: dict[str, Case], rounds: int) -> tuple[dict, dict]:
+        """One whole case per side per round (the inference modes)."""
         new: dict[str, list[float]] = {"A": [], "B": []}
         last: dict[str, CaseResult] = {}
         for _ in range(rounds):
@@ -91,11 +124,7 @@ class WorkerMeasure:
                     raise ProbeFailed(f"{cases[side].label()}: {result.status}: {result.error}")
                 new[side].append(_round_time(result))
                 last[side] = result
-        for side, case in cases.items():
-            self.times.setdefault((length, side), []).extend(new[side])
-            store.write_case(self.root, self.run_id, case, combine_rounds(case, self.times[(length, side)],
-                                                                           last[side]))
-        return new["A"], new["B"]
+        return new, last
 
     def close(self) -> None:
         if self.worker is not None:

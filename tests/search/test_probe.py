@@ -63,3 +63,17 @@ def test_cli_rejects_bad_input():
         r = subprocess.run([sys.executable, "-m", "ssmbench", "crossover", *args], capture_output=True, text=True,
                            timeout=120)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_pair_case_times_both_sides_round_by_round():
+    from ssmbench.bench.pair import pair_case, run_pair_case
+
+    spec = SweepSpec(models=parse_models("mamba,transformer"), lengths=(32,), device="cpu", tokens=64, d_model=16,
+                     n_layers=1, threads=1)
+    a, b = probe_cases(spec, 32, "xo-2")
+    result = run_pair_case(pair_case(a, b, rounds=4, offset=1))
+    m = {(x.metric, x.stat): x for x in result.metrics}
+    assert len(m["round_time", "a"].samples) == len(m["round_time", "b"].samples) == 4
+    assert all(t > 0 for t in m["round_time", "a"].samples + m["round_time", "b"].samples)
+    assert m["params", "a"].value != m["params", "b"].value and m["flops", "b"].value > 0
+    assert result.info["backend_a"] and result.info["backend_b"]
