@@ -56,3 +56,55 @@ def case_flops(model: nn.Module, batch: int, seq_len: int, mode: str) -> float:
     """FLOPs of one timed call of a speed case: forward, or forward + backward (3 × forward)."""
     fwd = forward_flops(model, batch, seq_len)
     return 3.0 * fwd if mode == "fwdbwd" else fwd
+
+
+# ------------------------------------------------------------------------------------------------ bytes moved
+# The roofline's denominator: the bytes a call must move between memory and the compute units at the least, in a
+# kernel-per-op execution (each op reads its inputs and writes its output once; nothing stays in cache between
+# ops): docs/harness.md §1.6. Elements x the dtype's size.
+
+
+def _mixing_bytes_elems(mixer: nn.Module, batch: int, seq_len: int) -> float:
+    """Elements one mixer's sequence mixing moves (everything but its Linear layers), inputs and outputs."""
+    name, tokens = type(mixer).__name__, batch * seq_len
+    if name == "CausalSelfAttention":
+        d = mixer.n_heads * mixer.head_dim
+        # q, k, v in and the output out; the math/reference backends also write and read back the L² scores and
+        # their softmax (fused kernels keep them on chip)
+        quad = 4.0 * batch * mixer.n_heads * seq_len**2 if getattr(mixer, "backend", "") in ("math", "reference") \
+            else 0.0
+        return 4.0 * tokens * d + quad
+    if name == "MambaMixer":
+        di, n = mixer.d_inner, mixer.d_state
+        # conv: x in, out; scan: x, Δ, z, B, C in, y out (the state stays on chip)
+        return tokens * (2.0 * di + 4.0 * di + 2.0 * n) + 2.0 * batch * di * n
+    if name == "Mamba2Mixer":
+        di, g, n, h = mixer.d_inner, mixer.ngroups, mixer.d_state, mixer.nheads
+        chunks = math.ceil(seq_len / (mixer.chunk_size or 64))
+        # conv over x, B, C in and out; SSD: x, B, C, dt, z in, y out; one state per chunk written and read
+        return tokens * (2.0 * mixer.conv_dim + 3.0 * di + 2.0 * g * n + h) + 2.0 * batch * chunks * h * \
+            mixer.headdim * n
+    if name == "S4Layer":
+        h = mixer.d_model
+        # three FFT passes of 2L per channel (u in, spectra, y out), the kernel and its spectrum once
+        return batch * h * 2 * seq_len * 2 * 3.0 + h * 2 * seq_len * 2 * 2.0
+    return 0.0
+
+
+def forward_bytes(model: nn.Module, batch: int, seq_len: int, element_size: int = 4) -> float:
+    """Analytic bytes moved by ``model(tokens)``: every Linear's weight, input and output; each mixer's sequence
+    mixing; the residual stream's norms and adds (read and write d_model per token each)."""
+    tokens = batch * seq_len
+    linear = sum(m.in_features * m.out_features + tokens * (m.in_features + m.out_features)
+                 for m in model.modules() if isinstance(m, nn.Linear))
+    blocks = getattr(model, "blocks", [])
+    d = getattr(getattr(model, "embedding", None), "embedding_dim", 0)
+    residual = tokens * d * (2.0 + 5.0 * len(blocks))  # embedding out, final norm; per block: norm + add
+    mixing = sum(_mixing_bytes_elems(block.mixer, batch, seq_len) for block in blocks)
+    return element_size * (linear + residual + mixing)
+
+
+def case_bytes(model: nn.Module, batch: int, seq_len: int, mode: str, element_size: int = 4) -> float:
+    """Bytes of one timed call of a speed case: forward, or forward + backward (3 x forward, as for FLOPs)."""
+    fwd = forward_bytes(model, batch, seq_len, element_size)
+    return 3.0 * fwd if mode == "fwdbwd" else fwd

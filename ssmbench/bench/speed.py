@@ -7,15 +7,17 @@ untimed pass.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from ssmbench.bench.cost import case_flops
+from ssmbench.bench.cost import case_bytes, case_flops
 from ssmbench.bench.measure import build_case_model, compile_for_case, compile_metrics, ran_backend, timing_metrics
 from ssmbench.bench.memory import measure_peak
 from ssmbench.bench.memory_model import estimate_metrics
+from ssmbench.bench.nvml import NvmlSampler, physical_index
 from ssmbench.bench.timer import measure
 from ssmbench.case import Case
 from ssmbench.models.blocks import DTYPES
@@ -63,10 +65,16 @@ def run_training_mode_case(case: Case) -> CaseResult:
     torch.manual_seed(case.seed)
     _, model, info = build_case_model(case)
     step, before = make_step(case, model)
-    timing = measure(step, device=case.device, warmup=case.warmup, min_samples=case.samples,
-                     budget_s=case.budget_s, before_each=before)
+    # CUDA: NVML sampled in a background thread while the calls run (energy per token, power, clock, temperature)
+    sampler = NvmlSampler(physical_index()) if case.device == "cuda" else None
+    with sampler or contextlib.nullcontext():
+        timing = measure(step, device=case.device, warmup=case.warmup, min_samples=case.samples,
+                         budget_s=case.budget_s, before_each=before)
     info["backend"] = ran_backend(case)
     metrics = timing_metrics(timing, case.tokens) + compile_metrics(case, info, getattr(step, "compile_stats", None))
+    if sampler is not None:  # every call in the window did the same work: first call, warm-up and samples
+        calls = 1 + max(0, case.warmup - 1) + len(timing.samples)
+        metrics += sampler.readings.metrics(calls * case.tokens)
     if before is not None:
         before()
     # A crossover probe runs the same case many times and needs only its time: the untimed memory pass is skipped.
@@ -77,6 +85,10 @@ def run_training_mode_case(case: Case) -> CaseResult:
     metrics.append(Metric("params", "value", info["params"], "count"))
     metrics += estimate_metrics(model, case.mode, DTYPES[case.dtype], case.batch, case.seq_len)
     flops = case_flops(model, case.batch, case.seq_len, case.mode)
+    moved = case_bytes(model, case.batch, case.seq_len, case.mode, torch.empty((), dtype=DTYPES[case.dtype])
+                       .element_size())
     metrics += [Metric("flops", "value", flops, "FLOP"),
-                Metric("achieved_flops", "median", flops / timing.median, "FLOP/s", len(timing.samples))]
+                Metric("achieved_flops", "median", flops / timing.median, "FLOP/s", len(timing.samples)),
+                Metric("bytes", "value", moved, "B"),
+                Metric("achieved_bandwidth", "median", moved / timing.median, "B/s", len(timing.samples))]
     return CaseResult(status="ok", metrics=metrics, info=info)

@@ -106,6 +106,7 @@ def run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retr
     try:
         with progress:
             kw = {"command": command, "suite": suite, "in_process": in_process, "skip_after_oom": skip_after_oom,
+                  "measure_peaks": True,
                   "notice": lambda line: progress.console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False)
                   } if executor != "slurm" else {}
             if executor == "local" and workers > 1:

@@ -252,15 +252,19 @@ def select_pending(cases: Sequence[Case], root: Path, *, resume: bool, force: bo
 ProgressHook = Callable[[int, int, Case | None, Outcome | None], None]
 
 
-def _measuring_fingerprint(cases: Sequence[Case]) -> dict:
+def _measuring_fingerprint(cases: Sequence[Case], peaks: bool = False) -> dict:
     """The environment as the workers see it: their torch thread count comes from the cases (``--threads``), not
-    from this parent process."""
+    from this parent process; with ``peaks``, the roofline's attained FLOP/s and bandwidth at that thread count."""
     from ssmbench.env import fingerprint
 
     info = fingerprint()
     threads = sorted({c.threads for c in cases if c.threads > 0})
     if threads and len(threads) == len({c.threads for c in cases}):
         info["torch_threads"] = ",".join(map(str, threads))
+    if peaks and cases and cases[0].kind == "speed":
+        from ssmbench.bench.peaks import measure_peaks
+
+        info.update(measure_peaks(cases[0].device, cases[0].threads).to_env())
     return info
 
 
@@ -268,15 +272,17 @@ def run_cases(cases: Iterable[Case], root: str | Path, *, run_id: str | None = N
               force: bool = False, retry_failed: bool = False, command: str = "", suite: str = "",
               on_progress: ProgressHook | None = None, in_process: bool = False,
               worker_envs: Sequence[dict[str, str]] = ({},), skip_after_oom: bool = True,
-              notice: Callable[[str], None] | None = None) -> RunSummary:
+              notice: Callable[[str], None] | None = None, measure_peaks: bool = False) -> RunSummary:
     """Run ``cases`` and write one part per finished case under ``root``.
 
     ``on_progress(done, total, current_case, last_outcome)`` is called when a case starts and after the last.
     ``worker_envs`` gives one persistent worker per entry, with those environment overrides (``local-gpus``
     passes one ``CUDA_VISIBLE_DEVICES`` per GPU); cases are handed to whichever worker is free.
     ``in_process=True`` runs cases in this process (no isolation; for debugging with pdb).
-    ``skip_after_oom``: see :class:`OomSkipper`. Cases are claimed before they run (see ``engine/claims.py``):
-    a case another sweep is measuring in ``root`` waits for it; ``notice(line)`` is told once per such sweep.
+    ``skip_after_oom``: see :class:`OomSkipper`. ``measure_peaks``: record this machine's attained FLOP/s and
+    bandwidth with the run (``bench/peaks.py``; the report's roofline). Cases are claimed before they run (see
+    ``engine/claims.py``): a case another sweep is measuring in ``root`` waits for it; ``notice(line)`` is told
+    once per such sweep.
     A part that cannot be written ends the run with :class:`ResultsNotSaved` (finished parts stay).
     """
     root = Path(root)
@@ -285,7 +291,7 @@ def run_cases(cases: Iterable[Case], root: str | Path, *, run_id: str | None = N
     summary = RunSummary(run_id, root, [Outcome(c, CaseResult(status="ok"), 0.0, True) for c in existing])
     if not to_run:
         return summary
-    store.write_run(root, run_id, _measuring_fingerprint(to_run), command=command, suite=suite)
+    store.write_run(root, run_id, _measuring_fingerprint(to_run, measure_peaks), command=command, suite=suite)
     total = len(to_run)
 
     skipper = OomSkipper(skip_after_oom)

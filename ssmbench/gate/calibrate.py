@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -96,26 +94,6 @@ def normalisation(baseline: Calibration, current: Calibration, mode: str = "cali
                          suite_ratio)
 
 
-def _timer(device: str) -> Callable[[Callable[[], object]], float]:
-    import torch
-
-    def time_cpu(fn: Callable[[], object]) -> float:
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
-
-    def time_cuda(fn: Callable[[], object]) -> float:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3
-
-    return time_cuda if device == "cuda" else time_cpu
-
-
 def measure_calibration(device: str = "cpu", threads: int = 0, samples: int = 9, seed: int = 0) -> Calibration:
     """Time both workloads ``samples`` times each (after one warm-up), alternating them; the fastest of each.
 
@@ -124,41 +102,12 @@ def measure_calibration(device: str = "cpu", threads: int = 0, samples: int = 9,
     ``threads`` > 0 sets torch's CPU threads for the measurement (the benchmark cases' setting) and restores the
     previous value afterwards.
     """
-    import torch
+    from ssmbench.bench.peaks import time_workloads  # the workloads are shared with the roofline's peaks
 
     if device not in _SIZES:
         raise ValueError(f"no calibration workload for device '{device}'")
-    n, mm_reps, elems, mem_reps = _SIZES[device]
-    previous_threads = torch.get_num_threads()
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        g = torch.Generator().manual_seed(seed)
-        a = torch.randn(n, n, generator=g).to(device)
-        b = torch.randn(n, n, generator=g).to(device)
-        c = torch.empty(n, n, device=device)
-        x = torch.randn(elems, generator=g).to(device)
-        y = torch.randn(elems, generator=g).to(device)
-        z = torch.empty(elems, device=device)
-
-        def matmul() -> None:
-            for _ in range(mm_reps):
-                torch.mm(a, b, out=c)
-
-        def memory() -> None:
-            for _ in range(mem_reps):
-                torch.add(x, y, out=z)
-
-        timed = _timer(device)
-        timed(matmul)
-        timed(memory)
-        mm, mem = [], []
-        for _ in range(samples):  # alternate so that a burst of load hits both workloads alike
-            mm.append(timed(matmul))
-            mem.append(timed(memory))
-    finally:
-        torch.set_num_threads(previous_threads)
-    return Calibration(device, threads, min(mm), min(mem), samples)
+    mm, mem = time_workloads(device, _SIZES[device], threads, samples, seed)
+    return Calibration(device, threads, mm, mem, samples)
 
 
 def combine(*calibrations: Calibration) -> Calibration:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ssmbench import store
 from ssmbench.report.common import Crossover, format_length
+from ssmbench.report.roofline import attach_peaks
 from ssmbench.report.searches import searches_markdown
 from ssmbench.report.speed import FAIRNESS_NOTES, _speed_markdown, analyse, plot_speed, speed_table
 
@@ -55,7 +56,8 @@ def _environment_markdown(root: Path) -> list[str]:
 # e.g. "ssmbench.report.accuracy:accuracy_section"; each returns [] when the results have nothing for it.
 SECTIONS: list[str] = ["ssmbench.report.accuracy:accuracy_section", "ssmbench.report.claims:claims_section",
                        "ssmbench.report.decode:decode_section", "ssmbench.report.fits:fits_section",
-                       "ssmbench.report.kernels:kernel_section", "ssmbench.report.contention:contention_section"]
+                       "ssmbench.report.kernels:kernel_section", "ssmbench.report.contention:contention_section",
+                       "ssmbench.report.roofline:roofline_section"]
 
 
 def _extra_sections(df: pd.DataFrame, out_dir: Path) -> tuple[list[str], list[Path]]:
@@ -76,6 +78,7 @@ def build_report(results: str | Path = "results", out: str | Path | None = None)
     out_dir = Path(out) if out is not None else root / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     df = store.load(root)
+    df = attach_peaks(df, store.load_runs(root))  # the roofline's ceilings, per run
     table = speed_table(df)
     exponents, crossovers = analyse(table) if not table.empty else ({}, [])
     searches = store.load_searches(root)
