@@ -267,6 +267,17 @@ def _cross_checks(spec: SweepInput, where: str) -> None:
                             d_model=spec.d_model, n_layers=spec.n_layers, vocab_size=spec.vocab_size)
 
 
+def token_warnings(spec: SweepSpec) -> list[str]:
+    """Lengths at which ``tokens`` per batch cannot hold: batch = tokens // L would be 0, so those cases run one
+    sequence (L tokens) and the promise of equal tokens per batch across lengths breaks."""
+    short = [n for n in spec.lengths if n > spec.tokens] if not spec.batches else []
+    if not short:
+        return []
+    return [f"tokens per batch ({spec.tokens}) is smaller than L = {', '.join(map(str, short))}: those cases run "
+            f"batch 1 (L tokens each), so tokens per batch differ across lengths; use --tokens {max(short)} or more "
+            "(tokens = ... in a suite), or give --batch explicitly"]
+
+
 def check_flags(**flags: tuple[Any, Any]) -> None:
     """Loose flags of a command: ``check_flags(d_model=(Width, value), ...)``; SpecError names the flag."""
     from pydantic import TypeAdapter

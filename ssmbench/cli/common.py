@@ -213,6 +213,11 @@ def run_sweeps(specs: list, out: Path, *, force: bool, retry_failed: bool, dry_r
     if max_memory is not None:
         cap = parse_bytes(max_memory)
         specs = [replace(s, max_memory=cap) for s in specs]
+    from ssmbench.schema import token_warnings
+
+    for spec in specs:
+        for line in token_warnings(spec):
+            err_console.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False)
     cases = shard_cases([c for s in specs for c in plan_sweep(s)] + list(extra_cases or []), shares)
     if dry_run:
         for c in cases:

@@ -101,12 +101,24 @@ def read_baseline(path: str | os.PathLike[str]) -> Baseline:
     except (OSError, pa.ArrowInvalid) as exc:
         raise SpecError(f"baseline '{p}' is not a readable Parquet file ({exc}); {hint}") from None
     raw = (table.schema.metadata or {}).get(META_KEY)
-    if raw is None or not {"key", "samples"} <= set(table.column_names):
+    if raw is None:
         raise SpecError(f"'{p}' is not an ssmbench baseline (no '{META_KEY.decode()}' metadata); {hint}")
-    meta = json.loads(raw)
-    if meta.get("format") != BASELINE_FORMAT:
-        raise SpecError(f"baseline '{p}' has format {meta.get('format')}, this ssmbench reads format "
-                        f"{BASELINE_FORMAT}; {hint}")
+    missing = sorted({"key", "samples"} - set(table.column_names))
+    if missing:
+        raise SpecError(f"baseline '{p}' lacks the column(s) {', '.join(missing)}; {hint}")
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise SpecError(f"baseline '{p}' has damaged metadata (not a JSON object); {hint}")
+    version = meta.get("format")
+    if not isinstance(version, int) or isinstance(version, bool) or version != BASELINE_FORMAT:
+        raise SpecError(f"baseline '{p}' has format {version!r}, this ssmbench reads format {BASELINE_FORMAT}; {hint}")
+    try:
+        Calibration.from_dict(meta["calibration"])
+    except (KeyError, TypeError, ValueError):
+        raise SpecError(f"baseline '{p}' has no usable machine calibration in its metadata; {hint}") from None
     rows = table.select(["key", "samples"]).to_pylist()
     return Baseline(str(p), meta, {r["key"]: list(r["samples"]) for r in rows})
 

@@ -351,6 +351,10 @@ def run_against_baseline(plan: CheckPlan, baseline_path: str | os.PathLike[str],
     notes = check_compatible(baseline, suite=plan.suite.name, suite_path=plan.suite.path, cases=plan.cases)
     _check_power(plan, min(len(xs) for xs in baseline.samples.values()), paired=False)
     normalize = "suite" if normalize == "auto" else normalize
+    if normalize == "suite" and len(plan.cases) < 2:  # the lone case would be its own reference: it could never fail
+        notes.append("a one-case suite cannot fail under suite normalisation (the case would be its own "
+                     "reference): normalised by the machine calibration instead")
+        normalize = "calibration"
     elsewhere = not baseline.same_machine()
     probes: list[Calibration] = []
     for _ in range(3):  # the same estimator as the baseline's (median of short probes), before spending the time

@@ -165,7 +165,8 @@ main()
 
 
 @pytest.mark.parametrize(("errno_name", "text"), [("ENOSPC", "No space left on device"),
-                                                  ("EROFS", "Read-only file system")])
+                                                  pytest.param("EROFS", "Read-only file system",
+                                                               marks=pytest.mark.slow)])
 def test_write_failure_mid_sweep_is_one_line_and_keeps_finished_parts(tmp_path, errno_name, text):
     import errno
 
@@ -203,3 +204,88 @@ def test_two_sweeps_on_one_directory_measure_each_case_once(tmp_path):
     assert sum(ran) == 4 and len(part_ids(out)) == 4  # every case measured by exactly one of them
     assert "another sweep (pid" in err1 + second.stderr
     assert not list((out / ".claims").iterdir())  # claims are released
+
+
+SW = '[[sweep]]\nmodels = "faulty"\nlengths = "16"\n'
+# Every class of bad input, once on the command line and once in a suite file: exit 2, one line, no traceback.
+BAD_CLI = [
+    (["sweep", "--models", "faulty", "--d-model", "abc"], "--d-model"),
+    (["sweep", "--models", "faulty", "--d-model", "0"], "--d-model must be >= 1"),
+    (["sweep", "--models", "faulty", "--n-layers", "-1"], "--n-layers must be >= 1"),
+    (["sweep", "--models", "faulty", "--samples", "0"], "--samples must be >= 1"),
+    (["sweep", "--models", "faulty", "--timeout", "-5"], "--timeout must be > 0"),
+    (["sweep", "--models", "faulty", "--tokens", "8q"], "bad token count '8q'"),
+    (["sweep", "--models", "faulty", "--batch", "0"], "bad batch '0'"),
+    (["sweep", "--models", "faulty", "--mode", "bwd"], "unknown mode 'bwd'"),
+    (["sweep", "--models", "faulty", "--lengths", "99999999999999999999m"], "at most 16,777,216"),
+    (["sweep", "--models", "faulty", "--option", "fautl=raise"], "did you mean 'fault'"),
+    (["sweep", "--models", "mamba", "--option", "d_state=-4"], "option d_state of mamba must be an integer >= 1"),
+    (["sweep", "--models", "mamba", "--option", "d_state=abc"], "option d_state of mamba must be an integer"),
+    (["sweep", "--models", "faulty", "--bogus"], "No such option: --bogus"),
+    (["sweep"], "Missing option '--models'"),
+    (["generate", "--model", "mamba", "--option", "d_stat=3"], "did you mean 'd_state'"),
+    (["generate", "--model", "mamba", "--prompt-len", "99999999999999999999m"], "at most 16,777,216"),
+    (["models", "--d-model", "0"], "--d-model must be >= 1, got 0"),
+    (["models", "--d-model", "-5"], "--d-model must be >= 1, got -5"),
+    (["check", "--baseline", "b.parquet", "--option", "fautl=1.5", "--suite", "tasks/ci.toml"], "did you mean"),
+]
+BAD_SUITES = [
+    (SW + 'd_model = "abc"\n', "[[sweep]] #1: d_model must be an integer"),
+    (SW + "d_model = 0\n", "d_model must be >= 1"),
+    (SW + "n_layers = 2.0\n", "n_layers must be an integer"),
+    (SW + "samples = 0\n", "samples must be >= 1"),
+    (SW + "timeout_s = -5\n", "timeout_s must be > 0"),
+    (SW + 'tokens = "8q"\n', "bad token count '8q'"),
+    (SW + "batch = 0\n", "bad batch '0'"),
+    (SW + "mode = 5\n", "unknown mode '5'"),
+    ('[[sweep]]\nmodels = "faulty"\nlengths = "99999999999999999999m"\n', "at most 16,777,216"),
+    (SW + "model_options = { fautl = 1 }\n", "did you mean 'fault'"),
+    ('[[sweep]]\nmodels = "mamba"\nlengths = "16"\nmodel_options = { d_state = -4 }\n', "must be an integer >= 1"),
+    (SW + "bogus = 1\n", "unknown key 'bogus'"),
+    ('[[sweep]]\nmodels = "faulty"\n', "needs 'lengths'"),
+    ('[sweep]\nmodels = "faulty"\nlengths = "16"\n', "[sweep] must be written [[sweep]]"),
+    ("[suite]\nsuite = 5\n" + SW, "unknown key 'suite'"),
+    ('[[accuracy]]\ntask = "mqar"\nmodels = "faulty"\nstepz = 1\n', "did you mean 'steps'"),
+    (SW + 'name = "[[sweep]] [bold]x[/bold]"\nd_model = "[red]q"\n', "d_model must be an integer, got '[red]q'"),
+]
+
+
+# A fast sample (one probe per mechanism: typer's own check, the schema, the option check, markup) runs always;
+# the full lists run with the slow tests (tests/test_schema.py covers every suite class in-process, fast).
+FAST = {"--d-model must be >= 1", "did you mean 'fault'", "No such option: --bogus", "--d-model must be >= 1, got 0",
+        "[[sweep]] #1: d_model must be an integer", "[sweep] must be written [[sweep]]",
+        "d_model must be an integer, got '[red]q'"}
+
+
+def _sample(cases: list[tuple]) -> list:
+    return [c if c[1] in FAST else pytest.param(*c, marks=pytest.mark.slow) for c in cases]
+
+
+def _one_clean_line(r: subprocess.CompletedProcess, message: str) -> None:
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert message in lines[0], lines[0]  # user text printed as is: rich markup never eats it
+
+
+@pytest.mark.parametrize(("args", "message"), _sample(BAD_CLI), ids=[" ".join(a)[:50] for a, _ in BAD_CLI])
+def test_bad_flags_exit_2_with_one_line(tmp_path, args, message):
+    _one_clean_line(ssmbench(*args, "--out", str(tmp_path / "res")) if args[0] == "sweep" and len(args) > 1
+                    else ssmbench(*args, cwd=ROOT), message)
+
+
+@pytest.mark.parametrize(("body", "message"), _sample(BAD_SUITES), ids=[m[:50] for _, m in BAD_SUITES])
+def test_bad_suite_values_exit_2_with_one_line(tmp_path, body, message):
+    path = tmp_path / "s.toml"
+    path.write_text(body)
+    r = ssmbench("run", str(path), "--out", str(tmp_path / "res"))
+    _one_clean_line(r, message)
+    assert str(path) in r.stderr  # the message names the file (and the table and key, checked above)
+    assert not (tmp_path / "res" / "parts").exists() or not list((tmp_path / "res" / "parts").iterdir())
+
+
+def test_generate_out_of_memory_is_one_line():
+    r = ssmbench("generate", "--model", "faulty", "--option", "fault=oom", "--prompt-len", "16", "--new-tokens", "2",
+                 "--device", "cpu", "--d-model", "16", "--n-layers", "1")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "out of memory at prompt length 16" in r.stderr and "try a shorter --prompt-len" in r.stderr
