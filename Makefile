@@ -5,7 +5,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint clean
+.PHONY: install demo test test-slow lint mutate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ test-slow: install
 	$(BIN)/pytest -q -m slow
 
 lint: install
-	$(BIN)/ruff check ssmbench tests
+	$(BIN)/ruff check ssmbench tests tools
+
+# Mutation testing of the critical modules, each against its own tests (docs/testing.md); MUTATE=name... for some.
+mutate: install
+	$(BIN)/python tools/mutate.py $(MUTATE)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
