@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["--tokens", "32", "--d-model", "16", "--n-layers", "1", "--samples", "2", "--budget", "0", "--warmup", "0",
+TINY = ["--tokens", "128", "--d-model", "16", "--n-layers", "1", "--samples", "2", "--budget", "0", "--warmup", "0",
         "--device", "cpu", "--threads", "1"]
 # Two quick cases, then one that hangs (timeout 4 s): a parent killed during the hang has two cases to keep.
 SUITE = """[[sweep]]
@@ -120,7 +120,7 @@ def test_damaged_parts_are_named_by_report_and_quarantined_and_rerun_by_sweep(tm
     pq.write_table(pa.table({"x": [1]}), out / "parts" / "other.parquet")  # someone else's Parquet
     rep = ssmbench("report", str(out))
     assert rep.returncode == 0 and "Traceback" not in rep.stderr
-    (warning,) = [x for x in rep.stderr.splitlines() if "warning" in x]
+    (warning,) = [x for x in rep.stderr.splitlines() if "unreadable part" in x]
     assert "skipped 3 unreadable part file(s)" in warning and parts[0].name in warning
     assert "notes.parquet (truncated, or not a Parquet file)" in warning
     assert "other.parquet (not an ssmbench part (no case_id" in warning
