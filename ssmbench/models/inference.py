@@ -161,6 +161,7 @@ class GreedyDecoder:
         self.compile_stats: CompileStats | None = None
         self.first_step_s = 0.0  # the first step's time (compilation included), set by start_decoding
         self._compiled: Any = None
+        self._guards_checked = False
         if cuda_graphs and self.token.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         if cuda_graphs or compiled:  # static shapes: no recompile per position, capturable
@@ -173,7 +174,16 @@ class GreedyDecoder:
         greedy_step(self.model, self.token, self.cache)
 
     def _eager(self) -> None:
-        (self._compiled or greedy_step)(self.model, self.token, self.cache)
+        if self._compiled is None:
+            greedy_step(self.model, self.token, self.cache)
+        elif not self._guards_checked:  # the compiling call: dynamo installs and checks its guards
+            self._compiled(self.model, self.token, self.cache)
+            self._guards_checked = True
+        else:
+            # Every later step passes the very same model, token and cache objects with static shapes, so the
+            # guards checked at the compiling call cannot fail; evaluating them is ~10% of a small model's step.
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                self._compiled(self.model, self.token, self.cache)
 
     def capture(self, warmup_steps: int = 2) -> None:
         # Warm up on a side stream (lazy init, allocator), then record one step; upstream mamba does the same.

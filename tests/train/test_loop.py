@@ -255,3 +255,19 @@ def test_cli_dry_run_and_bad_input_exit_codes(tmp_path, monkeypatch, capsys):
     assert code == 2 and "steps must be an integer >= 1" in err and "Traceback" not in err
     code, _, err = run_cli(monkeypatch, capsys, *args, "--param", "kv=2")
     assert code == 2 and "unknown parameter(s) kv" in err
+
+
+def test_compiled_training_matches_eager_losses_in_float64(monkeypatch):
+    """--compile in accuracy runs: the compiled forward/backward trains to the same losses (aot_eager backend:
+    the same tracing as inductor without code generation, see tests/models/test_compile.py)."""
+    from ssmbench.models import compile as compile_mod
+
+    monkeypatch.setattr(compile_mod, "BACKEND", "aot_eager")
+    table = induction_table(steps=4, eval_examples=16, eval_lengths="16", dtype="float64", compile="both")
+    eager, compiled = plan_accuracy(table)
+    assert (eager.compile, compiled.compile) == ("eager", "compiled") and eager.case_id != compiled.case_id
+    a, b = run_accuracy_case(eager), run_accuracy_case(compiled)
+    assert b.info["backend"].endswith("+torch.compile") and metrics_of(b)["graph_breaks", "value", None] == 0
+    ma, mb = metrics_of(a), metrics_of(b)
+    assert mb["final_train_loss", "value", None] == pytest.approx(ma["final_train_loss", "value", None], rel=1e-10)
+    assert mb["loss", "eval", 16] == pytest.approx(ma["loss", "eval", 16], rel=1e-10)
