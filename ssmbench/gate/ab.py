@@ -26,7 +26,7 @@ from ssmbench.spec import SpecError
 
 def looks_for(plan: CheckPlan) -> tuple[sequential.Look, ...]:
     """The plan's looks: each case's alpha (``--alpha``, per case as against a baseline) spent over them."""
-    looks = sequential.plan_looks(plan.ab_max_rounds, plan.alpha)
+    looks = sequential.plan_looks(plan.ab_max_rounds, plan.alpha, settle_at=plan.rounds)
     if sequential.first_decision(looks)[0] is None:
         raise SpecError(f"with at most {plan.ab_max_rounds} rounds per case (2 x --rounds {plan.rounds}) the "
                         f"signed-rank test cannot reach p < {plan.alpha:g}: raise --rounds (or --alpha)")
@@ -110,7 +110,8 @@ def run_against_ref(plan: CheckPlan, ref: str, *, inject: tuple[tuple[str, Any],
              f"by {sys.executable}, interleaved round by round, workers kept warm",
              f"sequential: looks every {sequential.STEP} rounds up to {plan.ab_max_rounds}; a case can stop as a "
              f"regression at round {reg_at} or {plan.ab_max_rounds} (alpha {plan.alpha:g} per case, spent over the "
-             f"looks) or as inside the threshold from round {ok_at} (signed-rank upper bound of its ratio); "
+             f"looks) or as inside the threshold from round {ok_at} (signed-rank upper bound of its ratio), and "
+             f"stops at round {plan.rounds} unless its ratio is beyond the threshold; "
              f"{ran} case-rounds run of {plan.ab_max_rounds * len(checks)} at most"]
     notes += meas.contention_note(sum(len(v) for v in meas.values.values()))
     return CheckResult("against", plan, f"{ref} ({sha[:12]})", checks, None, notes, time.perf_counter() - t0)

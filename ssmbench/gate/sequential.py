@@ -17,23 +17,26 @@ maximum); at each look an undecided case can stop in one of two ways, and is oth
 Error rates, with alpha spending and a Bonferroni bound (a conservative repeated-test rule: no assumption on how
 the looks are correlated), so that looking repeatedly does not inflate them:
 
-- false alarms (distribution-free): each case's level ``alpha`` (``--alpha``, per case as in the baseline mode) is
-  spent half at the first look where the signed-rank test can reach its share (its smallest p-value is 2^-n) and
-  half at the last look. An unchanged case is flagged at some look with probability <= alpha under the
-  signed-rank test's null (per-round log ratios symmetric about 0, which the alternating ABAB/BABA order gives an
-  unchanged case). Every look also requires the ratio to exceed the threshold, which under the null is itself
-  rare: over a suite of m cases the plain bound m * alpha is far from reached (no false alarm in the simulated
-  and measured runs, see docs/harness.md). Splitting alpha over the cases as well (alpha / m) was tried: with
-  one load burst per few rounds, the signed-rank test then needs near-perfect agreement of 12+ rounds, and a
-  1.3x slowdown went undetected in a quarter of the simulated cases.
-- missed regressions: ``beta`` per case is spent over the looks from FUTILITY_FROM on (half at the first, the
-  rest in equal parts; 2^-n <= beta_k, so each share is reachable), so a case whose typical ratio is at the
-  threshold stops as "inside" with probability <= beta (same symmetry assumption), and a regression well beyond
-  the threshold practically never does.
+- false alarms (distribution-free): each case's level ``alpha`` (``--alpha``, per case as in the baseline mode)
+  is spent half at the first look where the signed-rank test can reach its share (its smallest p-value is
+  2^-n), half in equal parts at the settling look and the last look (below). An unchanged case is flagged at
+  some look with probability <= alpha under the signed-rank test's null (per-round log ratios symmetric about
+  0, which the alternating ABAB/BABA order gives an unchanged case). Every look also requires the ratio to
+  exceed the threshold, which under the null is itself rare. Splitting alpha over the m cases as well (alpha/m)
+  was tried: with a load burst every few rounds the signed-rank test then needs 12+ nearly unanimous rounds, and
+  a 1.3x slowdown went undetected in a quarter of the simulated cases.
+- missed regressions: ``beta`` per case is spent over the looks from FUTILITY_FROM up to the settling look
+  (half at the first, the rest in equal parts; 2^-n <= beta_k, so each share is reachable): a case whose
+  typical ratio is at the threshold stops as "inside" with probability <= beta (same symmetry assumption); a
+  regression well beyond the threshold practically never does.
 
-A case still undecided at the last look gets the ordinary verdict at the last look's level (``unsure`` when the
-ratio is beyond the threshold without significance). With alpha 0.01 and up to 20 rounds a regression can be
-called at round 8 (2^-8 <= 0.005) or 20, a clean case can stop from round 6.
+At the fixed design's length (``settle_at`` = ``--rounds``, 10 for the CI suite) a case whose ratio is not beyond
+the threshold stops as well, as the fixed design judged it there (it re-measured only suspects): this caps a
+clean but noisy case at the fixed design's rounds and misses nothing the fixed design would have caught. Only
+cases beyond the threshold go on, up to twice ``--rounds`` (what the fixed design's re-measurement took). A case
+still undecided at the last look gets the ordinary verdict at the last look's level (``unsure`` when the ratio
+is beyond the threshold without significance). With alpha 0.01 and --rounds 10 a regression can be called at
+round 8 (2^-8 <= 0.005), 10 or 20; a clean case can stop from round 6.
 """
 
 from __future__ import annotations
@@ -56,24 +59,33 @@ class Look:
     rounds: int  # rounds measured when this look is taken
     alpha: float  # regression level spent at this look (0: no regression decision here)
     beta: float  # futility level spent at this look (0: no early "inside" stop here)
+    settle: bool = False  # the fixed design's length: a case not beyond the threshold stops here
 
 
-def _alpha_spending(total: float, ns: Sequence[int]) -> list[float]:
+def _alpha_spending(total: float, ns: Sequence[int], settle_at: int | None = None) -> list[float]:
     """``total`` over the looks ``ns``: half at the first look whose signed-rank test can reach it (2^-n <= its
-    share), half at the last look (all of it at the last when that is the first reachable one). Looks in between
-    get nothing: a share there would be too small to reach once a round or two disagree."""
+    share), the other half in equal parts at the settling look (when later) and the last look; all of it at the
+    last look when that is the first reachable one. Other looks get nothing: a share there would be too small to
+    reach once a round or two disagree."""
     levels = [0.0] * len(ns)
     first = next((i for i, n in enumerate(ns[:-1]) if 2.0 ** -n <= total / 2), None)
-    if first is not None:
-        levels[first] = levels[-1] = total / 2
-    elif ns and 2.0 ** -ns[-1] <= total:
-        levels[-1] = total
+    if first is None:
+        if ns and 2.0 ** -ns[-1] <= total:
+            levels[-1] = total
+        return levels
+    later = [i for i, n in enumerate(ns) if n == settle_at and first < i < len(ns) - 1] + [len(ns) - 1]
+    levels[first] = total / 2
+    for i in later:
+        share = total / 2 / len(later)
+        levels[i] = share if 2.0 ** -ns[i] <= share else 0.0
     return levels
 
 
-def _beta_spending(total: float, ns: Sequence[int]) -> list[float]:
-    """``total`` over the looks from FUTILITY_FROM on: half at the first, the rest in equal parts over the later."""
-    usable = [i for i, n in enumerate(ns) if n >= FUTILITY_FROM] or [len(ns) - 1]
+def _beta_spending(total: float, ns: Sequence[int], settle_at: int | None = None) -> list[float]:
+    """``total`` over the looks from FUTILITY_FROM on, before the settling look (after it only cases beyond the
+    threshold remain, which an upper bound below it will not stop): half at the first, the rest in equal parts."""
+    usable = [i for i, n in enumerate(ns) if n >= FUTILITY_FROM and (settle_at is None or n < settle_at)]
+    usable = usable or [len(ns) - 1]
     levels = [0.0] * len(ns)
     for i in usable:
         levels[i] = total / 2 / (len(usable) - 1) if len(usable) > 1 else total
@@ -81,12 +93,15 @@ def _beta_spending(total: float, ns: Sequence[int]) -> list[float]:
     return levels
 
 
-def plan_looks(max_rounds: int, alpha_case: float, beta: float = BETA) -> tuple[Look, ...]:
+def plan_looks(max_rounds: int, alpha_case: float, beta: float = BETA,
+               settle_at: int | None = None) -> tuple[Look, ...]:
     """The looks of one case: every STEP rounds up to ``max_rounds`` (always a look at the end), with the
-    regression level ``alpha_case`` and the futility level ``beta`` spent over them."""
+    regression level ``alpha_case`` and the futility level ``beta`` spent over them; ``settle_at`` (a look's
+    rounds): where a case whose ratio is not beyond the threshold stops (see :func:`decide`)."""
     ns = [*range(STEP, max_rounds, STEP), max_rounds]
-    return tuple(Look(n, a, b) for n, a, b in
-                 zip(ns, _alpha_spending(alpha_case, ns), _beta_spending(beta, ns), strict=True))
+    return tuple(Look(n, a, b, n == settle_at) for n, a, b in
+                 zip(ns, _alpha_spending(alpha_case, ns, settle_at), _beta_spending(beta, ns, settle_at),
+                     strict=True))
 
 
 def _signed_rank_cdf(n: int) -> np.ndarray:
@@ -121,14 +136,14 @@ def upper_bound(ratios: Sequence[float], level: float) -> float:
 def decide(base: Sequence[float], head: Sequence[float], look: Look, threshold: float,
            last: bool) -> tuple[str | None, stats.Comparison]:
     """(verdict or None to go on, comparison) for one case at one look: ``regression`` when the gate's rule holds
-    at the look's alpha, ``ok``/``faster`` when the upper bound is inside the threshold, the plain verdict at the
-    last look."""
+    at the look's alpha, ``ok``/``faster`` when the upper bound is inside the threshold or, at a settling look,
+    when the ratio is not beyond it; the plain verdict at the last look."""
     c = stats.compare_paired(base, head)
     if look.alpha > 0 and stats.verdict(c, threshold, look.alpha) == "regression":
         return "regression", c
     ratios = np.asarray(head, dtype=float) / np.asarray(base, dtype=float)
     inside = look.beta > 0 and upper_bound(ratios, look.beta) < 1 + threshold
-    if inside or last:
+    if inside or last or (look.settle and c.ratio <= 1 + threshold):
         # the last look's level also classifies ok/faster; "regression" cannot come back here unless at the last
         # look with alpha 0 (then the ratio beyond the threshold reads as unsure)
         v = stats.verdict(c, threshold, look.alpha) if look.alpha > 0 else (

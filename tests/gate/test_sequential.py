@@ -27,6 +27,12 @@ def test_first_decisions_of_the_ci_suite():
     assert first_decision(looks) == (8, 6)
     assert [lk.rounds for lk in looks if lk.alpha] == [8, 20]
     assert first_decision(plan_looks(4, 0.01)) == (None, 4)  # 2^-4 > 0.01: no regression call possible
+    settled = plan_looks(20, 0.01, settle_at=10)  # the CI suite: --rounds 10
+    assert [lk.rounds for lk in settled if lk.alpha] == [8, 10, 20]
+    assert [lk.rounds for lk in settled if lk.settle] == [10]
+    assert [lk.rounds for lk in settled if lk.beta] == [6, 8]
+    assert sum(lk.alpha for lk in settled) == pytest.approx(0.01)
+    assert sum(lk.beta for lk in settled) == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize(("n", "level"), [(6, 0.05), (8, 0.0071), (10, 0.05), (13, 0.01)])
@@ -71,6 +77,10 @@ def test_decide_stops_clear_cases_and_waits_on_doubtful_ones():
     assert decide(base, noisy, look12, 0.10, last=False)[0] is None
     assert decide(base, noisy, look12, 0.10, last=True)[0] == "ok"
     assert decide(base, noisy * 1.05, look12, 0.10, last=True)[0] == "unsure"
+    # the settling look (the fixed design's length): not beyond the threshold -> stop; beyond it -> go on
+    settle = Look(12, 1e-3, 0.0, settle=True)
+    assert decide(base, noisy, settle, 0.10, last=False)[0] == "ok"
+    assert decide(base, noisy * 1.05, settle, 0.10, last=False)[0] is None
 
 
 def simulate(ratio: float, cases: int, alpha_case: float, noise: float, seed: int) -> tuple[list[str], list[int]]:
