@@ -83,10 +83,15 @@ def ctilde_dplr(dt: torch.Tensor, A: torch.Tensor, P: torch.Tensor, C: torch.Ten
     return torch.complex(Ct_r[:, :n2], -Ct_r[:, n2:]) / 2
 
 
-def _freq_terms(dt: torch.Tensor, A: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """s = (1 + ω)/2 (F,) and t = (1 − ω)/Δ (H, F) at ω_k = exp(−2πik/L), k ≤ L/2."""
+def _omega(A: torch.Tensor, L: int) -> torch.Tensor:
+    """ω_k = exp(−2πik/L), k ≤ L/2 (F,), in A's complex dtype (computed in float64)."""
     theta = torch.arange(L // 2 + 1, dtype=torch.float64, device=A.device) * (2 * math.pi / L)
-    omega = torch.polar(torch.ones_like(theta), -theta).to(A.dtype)
+    return torch.polar(torch.ones_like(theta), -theta).to(A.dtype)
+
+
+def _freq_terms(dt: torch.Tensor, A: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """s = (1 + ω)/2 (F,) and t = (1 − ω)/Δ (H, F)."""
+    omega = _omega(A, L)
     return (1 + omega) / 2, (1 - omega)[None, :] / dt.to(A.real.dtype)[:, None]
 
 
@@ -105,29 +110,18 @@ def _chunks(n_freq: int, per_freq: int) -> list[slice]:
 class CauchySums(torch.autograd.Function):
     """k (H, 4, F) = Σ_n w[:, q, n] / (t[:, f] − s[f] λ[:, n]) with an analytic, recomputing backward.
 
-    t (H, F), lam (H, N), w (H, 4, N) complex (differentiable); s (F,) complex constant; ``compiled`` selects the
-    C++ kernel (CPU) over the chunked torch form.
+    t (H, F), lam (H, N), w (H, 4, N) complex (differentiable); s (F,) complex constant.
     """
 
     @staticmethod
-    def forward(ctx, t, s, lam, w, compiled: bool):
+    def forward(ctx, t, s, lam, w):
         ctx.save_for_backward(t, s, lam, w)
-        ctx.compiled = compiled
-        if compiled:
-            from ssmbench.kernels.s4.compiled import cauchy_forward
-
-            return cauchy_forward(t, s, lam, w)
         return torch.cat([_sums_chunk(t[:, sl], s[sl], lam, w) for sl in _chunks(t.shape[1], lam.numel())], -1)
 
     @staticmethod
     def backward(ctx, grad):
         t, s, lam, w = ctx.saved_tensors
         grad = grad.contiguous()
-        if ctx.compiled:
-            from ssmbench.kernels.s4.compiled import cauchy_backward
-
-            dt_, dlam, dw = cauchy_backward(t, s, lam, w, grad)
-            return dt_, None, dlam, dw, None
         dlam, dw, dts = torch.zeros_like(lam), torch.zeros_like(w), []
         for sl in _chunks(t.shape[1], lam.numel()):
             rc = torch.addcmul(t[:, None, sl], lam[:, :, None], s[sl], value=-1).reciprocal_().conj_physical_()
@@ -136,7 +130,28 @@ class CauchySums(torch.autograd.Function):
             gd = -(w.conj().transpose(1, 2) @ g) * rc.square_()  # (H, N, f): −(Σ_q G_q conj(w_q)) conj(r)²
             dts.append(gd.sum(1))
             dlam -= gd @ s[sl].conj()
-        return torch.cat(dts, -1), None, dlam, dw, None
+        return torch.cat(dts, -1), None, dlam, dw
+
+
+class CompiledWoodbury(torch.autograd.Function):
+    """K̂ (H, F) = k00 − s k01 k10 / (1 + s k11) from the four Cauchy sums with t = (1 − ω) x, all in C++
+    (``cpu_cauchy.cpp``, t never materialised), forward and analytic backward. om = 1 − ω, s (F,) complex
+    constants; x = 1/Δ (H,) real, lam (H, N), w (H, 4, N) complex."""
+
+    @staticmethod
+    def forward(ctx, om, x, s, lam, w):
+        from ssmbench.kernels.s4.compiled import cauchy_forward
+
+        ctx.save_for_backward(om, x, s, lam, w)
+        return cauchy_forward(om, x, s, lam, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        from ssmbench.kernels.s4.compiled import cauchy_backward
+
+        om, x, s, lam, w = ctx.saved_tensors
+        dx, dlam, dw = cauchy_backward(om, x, s, lam, w, grad)
+        return None, dx, None, dlam, dw
 
 
 def _naive_sums(t: torch.Tensor, s: torch.Tensor, lam: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -148,17 +163,18 @@ def cauchy_woodbury(dt: torch.Tensor, A: torch.Tensor, P: torch.Tensor, B: torch
                     sums: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
     """K̂ at ω_k = exp(−2πik/L), k ≤ L/2, from C̃: (H, L//2 + 1) complex (see the module docstring).
 
-    ``sums(t, s, lam, w)`` evaluates the Cauchy sums; default: :class:`CauchySums` in torch.
+    ``sums(t, s, lam, w)`` evaluates the Cauchy sums (default: :class:`CauchySums` in torch), or is
+    ``CompiledWoodbury.apply``, which returns K̂ itself.
     """
-    s, t = _freq_terms(dt, A, L)
     lam = torch.cat([A, A.conj()], dim=-1)  # (H, N): both members of every pair
     Bf, Pf, Cf = (torch.cat([x, x.conj()], dim=-1) for x in (B, P, Ct))
     Qc = Pf.conj()
     w = torch.stack([Cf * Bf, Cf * Pf, Qc * Bf, Qc * Pf], dim=1)  # (H, 4, N)
-    if sums is None:
-        k = CauchySums.apply(t, s, lam, w, False)
-    else:
-        k = sums(t, s, lam, w)
+    if sums == CompiledWoodbury.apply:  # Woodbury fused into the C++ kernel, t = (1 − ω)/Δ formed there
+        omega = _omega(A, L)
+        return sums(1 - omega, 1 / dt.to(A.real.dtype), (1 + omega) / 2, lam, w)
+    s, t = _freq_terms(dt, A, L)
+    k = CauchySums.apply(t, s, lam, w) if sums is None else sums(t, s, lam, w)
     k00, k01, k10, k11 = k.unbind(dim=1)
     return k00 - s * k01 * k10 / (1 + s * k11)
 
@@ -182,7 +198,7 @@ def s4_kernel_cauchy_compiled(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor
     """As :func:`s4_kernel_cauchy`, with the Cauchy sums in C++ (CPU tensors only)."""
     if dt.device.type != "cpu":
         raise ValueError(f"the cauchy_compiled backend runs on CPU tensors, got {dt.device}")
-    return _kernel(dt, A, B, C, L, P, mode, lambda t, s, lam, w: CauchySums.apply(t, s, lam, w, True))
+    return _kernel(dt, A, B, C, L, P, mode, CompiledWoodbury.apply)
 
 
 def s4_kernel_cauchy_naive(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, L: int,
