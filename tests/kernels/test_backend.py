@@ -38,3 +38,15 @@ def test_float64_falls_back_to_a_backend_without_dtype_limits():
 def test_explicit_backend_with_the_wrong_dtype_is_a_clear_error():
     with pytest.raises(BackendUnavailable, match="takes float16, bfloat16, not float32"):
         resolve("attention", ATTENTION_BACKENDS, "flash", "cuda", "float32")
+
+
+def test_every_cpp_backend_is_opaque_to_torch_compile():
+    """The C++ kernels (built by kernels/_cpp.py, which needs "cmd:c++") are called through ctypes; traced by dynamo,
+    a ctypes call guards on raw data pointers and recompiles on every call (--compile ran 100x slower), so each
+    such backend must be opaque (run behind torch.compiler.disable)."""
+    from ssmbench import kernels
+
+    cpp = [(op, b) for op in kernels.ops() for b in kernels._op_backends(op) if "cmd:c++" in b.requires]
+    assert {b.name for _, b in cpp} >= {"compiled", "cauchy_compiled"}
+    for op, backend in cpp:
+        assert backend.opaque, f"{op}:{backend.name} calls a C++ kernel through ctypes but is not marked opaque"

@@ -40,6 +40,7 @@ KERNEL_BACKENDS: tuple[Backend, ...] = (
         priority={"cpu": 2},
         probe="ssmbench.kernels.s4.compiled:probe",
         requires=("cmd:c++", "cmd:ninja"),
+        opaque=True,
         description="as cauchy, with the Cauchy sums in C++/OpenMP (needs a C++ compiler and ninja)",
     ),
     Backend(
