@@ -104,7 +104,8 @@ def run_accuracy_case(case: Case) -> Any:
     val_seq_accuracy, val_loss of the kept (best) weights. Learning curve (stat "curve", values in ``samples``):
     curve_step, curve_time (training seconds), curve_val_accuracy, curve_val_seq_accuracy, curve_val_loss,
     curve_train_loss. Scalars: train_time, eval_time, steps, best_step, steps_to_threshold and
-    time_to_threshold (nan if never), reached (0/1), still_falling (0/1), params, final_train_loss."""
+    time_to_threshold (nan if never), reached (0/1), still_falling (0/1), diverged (0/1: the loss became
+    non-finite; training stopped there and the case is still ok), params, final_train_loss."""
     import torch
 
     from ssmbench.bench.measure import compile_for_case, compile_metrics
@@ -141,6 +142,7 @@ def run_accuracy_case(case: Case) -> Any:
     pending: list[torch.Tensor] = []
     best: tuple[tuple[float, float], int, dict[str, float], Any] | None = None
     reached_at: tuple[float, float] | None = None
+    diverged = 0
     train_clock = 0.0
     step = 0
     while step < steps:
@@ -160,8 +162,10 @@ def run_accuracy_case(case: Case) -> Any:
         losses += torch.stack(pending).float().cpu().tolist()  # one device sync per validation, not per step
         recent = sum(losses[-len(pending):]) / len(pending)
         pending = []
-        if not math.isfinite(recent):
-            raise FloatingPointError(f"training loss became non-finite by step {step} (lower the lr?)")
+        if not math.isfinite(recent):  # a diverged lr is a result of the grid, not a failed case
+            diverged = step
+            _status(case, f"lr {lr:g}: training loss non-finite by step {step}; stopping (diverged)")
+            break
         val = evaluate(model, val_x, val_y, rows_for[case.seq_len], case.device, case.task, val_p)
         for key, value in (("step", step), ("time", train_clock), ("train_loss", recent),
                            *((f"val_{k}", v) for k, v in val.items())):
@@ -177,8 +181,10 @@ def run_accuracy_case(case: Case) -> Any:
             break
         if step % max(every, steps // 10) < every:
             _status(case, msg)
-    assert best is not None
-    model.load_state_dict(best[3])  # early stopping keeps the weights validation liked best
+    if best is not None:
+        model.load_state_dict(best[3])  # early stopping keeps the weights validation liked best
+    else:  # diverged before the first validation: nothing to select (NaN never wins the lr selection)
+        best = ((math.nan, math.nan), 0, {"accuracy": math.nan, "seq_accuracy": math.nan, "loss": math.nan}, None)
 
     t1 = time.perf_counter()
     metrics: list[Metric] = []
@@ -204,14 +210,17 @@ def run_accuracy_case(case: Case) -> Any:
                               seq_len=case.seq_len))
     tail = losses[-max(1, len(losses) // 20):]
     info = {**info, "backend": ran_backend(case)}
+    notes = [f"training diverged at step {diverged} (non-finite loss)"] if diverged else []
     if skipped:
-        info["notes"] = f"evaluation out of memory at L={', '.join(map(str, skipped))} (no rows there)"
+        notes.append(f"evaluation out of memory at L={', '.join(map(str, skipped))} (no rows there)")
+    if notes:
+        info["notes"] = "; ".join(notes)
     nan = float("nan")
     metrics += [
         Metric("chance", "train_len", chance, "fraction", 1, seq_len=case.seq_len),
         *(Metric(f"val_{k}", "value", v, "nats" if k == "loss" else "fraction", int(val_x.shape[0]))
           for k, v in best[2].items()),
-        *(Metric(f"curve_{k}", "curve", v[-1], "", len(v), samples=tuple(v)) for k, v in curve.items()),
+        *(Metric(f"curve_{k}", "curve", v[-1], "", len(v), samples=tuple(v)) for k, v in curve.items() if v),
         Metric("train_time", "value", train_clock, "s"),
         Metric("eval_time", "value", time.perf_counter() - t1, "s"),
         Metric("steps", "value", step, "count"),
@@ -220,6 +229,7 @@ def run_accuracy_case(case: Case) -> Any:
         Metric("time_to_threshold", "value", reached_at[1] if reached_at else nan, "s"),
         Metric("reached", "value", float(reached_at is not None), "bool"),
         Metric("still_falling", "value", float(step == steps and still_falling(losses)), "bool"),
+        Metric("diverged", "value", float(bool(diverged)), "bool"),
         Metric("params", "value", info["params"], "count"),
         Metric("final_train_loss", "value", sum(tail) / len(tail), "nats", len(tail)),
         *compile_metrics(case, info, compile_stats),

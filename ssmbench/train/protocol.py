@@ -70,17 +70,19 @@ def next_phase(screen: Sequence[Case], rows: pd.DataFrame) -> tuple[list[Case], 
 
 def run_protocol(screen: Sequence[Case], root: str | Path, run: Callable[[list[Case]], object],
                  max_phases: int = 4) -> list[Case]:
-    """Run the screen, then each phase the stored rows call for, until none does. ``run(cases)`` runs cases
+    """Run the screen (with whatever later cases the rows already stored call for, so a resumed run keeps every
+    worker busy), then each phase the stored rows call for, until none does. ``run(cases)`` runs cases
     (skipping finished ones). Returns every case of the protocol (for the caller's summary)."""
     everything = list(dict.fromkeys(screen))
-    run(everything)
-    for _ in range(max_phases):
-        planned, _ = next_phase(screen, store.load(root))
-        new = [c for c in planned if c not in everything]
-        if not new:
-            break
+    batch = everything + next_phase(screen, store.load(root))[0]
+    for _ in range(max_phases + 1):
+        new = [c for c in batch if c not in everything]
         everything += new
-        run(new)
+        run(list(dict.fromkeys(batch)))
+        planned, _ = next_phase(screen, store.load(root))
+        batch = [c for c in planned if c not in everything]
+        if not batch:
+            break
     return everything
 
 

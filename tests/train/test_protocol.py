@@ -214,3 +214,25 @@ def test_calibrated_task_defaults_and_cli_overrides():
     assert {(c.model, c.d_model) for c in cases} == {("transformer", 128), ("mamba", 64)}
     assert {c.option("weight_decay") for c in cases} == {0.0} and len(cases) == 6
     assert max(cases[0].option("eval_lengths")) == 2048
+
+
+def test_a_diverged_lr_is_a_result_not_a_failed_case(monkeypatch):
+    import ssmbench.train.loop as loop
+
+    real, calls = loop.supervised_loss, []
+
+    def exploding(model, inputs, labels):
+        loss, logits, target = real(model, inputs, labels)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) > 3 else loss), logits, target
+
+    monkeypatch.setattr(loop, "supervised_loss", exploding)
+    (case,) = plan_accuracy({"task": "induction_heads", "models": "transformer", "lengths": "16",
+                             "eval_lengths": "16", "params": {"vocab_size": 6}, "steps": 40, "lr": 3e-3,
+                             "batch": 8, "d_model": 16, "eval_every": 10, "eval_examples": 8, "val_examples": 8,
+                             "device": "cpu"})
+    result = loop.run_accuracy_case(case)
+    m = {(x.metric, x.stat): x.value for x in result.metrics}
+    assert result.status == "ok" and "diverged at step 10" in result.error
+    assert m["diverged", "value"] == 1.0 and m["steps", "value"] == 10 and math.isnan(m["val_accuracy", "value"])
+    assert select_lr({3e-3: (m["val_accuracy", "value"], m["val_loss", "value"]), 1e-3: (0.3, 1.0)}) == 1e-3
