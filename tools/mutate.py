@@ -29,7 +29,8 @@ OUT = ROOT / "build" / "mutate"
 # name -> (module path, the tests that exercise it). Keep each selection to what runs in seconds: mutmut runs the
 # selection once to map tests to functions, then only the covering tests per mutant.
 TARGETS: dict[str, tuple[str, list[str]]] = {
-    "gate.stats": ("ssmbench/gate/stats.py", ["tests/gate/test_stats.py", "tests/gate/test_verdict.py"]),
+    "gate.stats": ("ssmbench/gate/stats.py", ["tests/gate/test_stats.py", "tests/gate/test_verdict.py",
+                                             "tests/gate/test_stats_exact.py"]),
     "store": ("ssmbench/store.py", ["tests/test_store.py"]),
     "bench.timer": ("ssmbench/bench/timer.py", ["tests/bench/test_timer.py", "tests/bench/test_metrics.py"]),
     "bench.cost": ("ssmbench/bench/cost.py", ["tests/bench/test_cost.py"]),
