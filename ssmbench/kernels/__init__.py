@@ -43,6 +43,7 @@ _OP_MODULES = {
 _last_backend: dict[str, str] = {}
 # (op, requested backend, device type, dtype) -> (backend name, function). Besides saving the lookup, this keeps
 # torch.compile from tracing into the resolution (imports, probes: graph breaks) once a call has run eagerly.
+_s4_auto: dict[tuple[str, str], str] = {}  # (mode, device type) -> the s4_kernel backend "auto" runs
 _resolved: dict[tuple[str, str, str, str | None], tuple[str, Any]] = {}
 
 __all__ = [
@@ -138,10 +139,13 @@ def s4_kernel(dt, A, B, C, L: int, P=None, mode: str = "diag", backend: str = "a
     "auto" runs the fastest available backend of the mode (vandermonde / cauchy_compiled > cauchy).
     """
     if backend == "auto":
-        from ssmbench.kernels.s4 import AUTO_BY_MODE
+        key = (mode, dt.device.type)
+        if key not in _s4_auto:  # probed once (cached, like dispatch: torch.compile must not trace the probes)
+            from ssmbench.kernels.s4 import AUTO_BY_MODE
 
-        usable = {b.name for b in backends("s4_kernel", dt.device.type) if b.available}
-        backend = next((name for name in AUTO_BY_MODE.get(mode, ()) if name in usable), backend)
+            usable = {b.name for b in backends("s4_kernel", dt.device.type) if b.available}
+            _s4_auto[key] = next((name for name in AUTO_BY_MODE.get(mode, ()) if name in usable), backend)
+        backend = _s4_auto[key]
     _, fn = dispatch("s4_kernel", backend, dt.device.type)
     return fn(dt, A, B, C, L, P=P, mode=mode)
 
