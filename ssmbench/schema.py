@@ -335,6 +335,10 @@ def check_model_options(where: str, options: Mapping[str, Any], models: Sequence
             raise SpecError(f"{where}: '{key}' is set by its own key/flag (--{key.replace('_', '-')}), "
                             "not as a model option")
         if key not in known:
+            owners = [e.name for e in MODELS if key in {f.name for f in fields(e.load())}]
+            if owners:  # a real option, of models not in this run
+                raise SpecError(f"{where}: {', '.join(classes)} has no option '{key}' (it is an option of "
+                                f"{', '.join(owners)}); its options: {', '.join(sorted(known)) or 'none'}")
             every = set().union(*({f.name for f in fields(e.load())} for e in MODELS)) - _FRAME
             hint = did_you_mean(key, known) or did_you_mean(key, every)
             raise SpecError(f"{where}: unknown model option '{key}'{hint} (options of {', '.join(classes)}: "

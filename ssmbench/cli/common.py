@@ -219,19 +219,23 @@ def run_sweeps(specs: list, out: Path, *, force: bool, retry_failed: bool, dry_r
         for line in token_warnings(spec):
             err_console.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False)
     cases = shard_cases([c for s in specs for c in plan_sweep(s)] + list(extra_cases or []), shares)
+    from ssmbench.engine.executors import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise SpecError(f"unknown executor '{executor}'; choose from {', '.join(EXECUTORS)}")
     if dry_run:
         for c in cases:
             console.print(f"{c.case_id}  {c.label()}  device={c.device} dtype={c.dtype}")
         console.print(f"{len(cases)} case(s)")
         return
     check_output_dir(out)
-    prepare_results_dir(out)
-    from ssmbench.engine.executors import EXECUTORS
+    from ssmbench.engine.executors import gpu_worker_envs
     from ssmbench.engine.runner import check_backends_available
 
     check_backends_available(cases)
-    if executor not in EXECUTORS:
-        raise SpecError(f"unknown executor '{executor}'; choose from {', '.join(EXECUTORS)}")
+    if executor == "local-gpus":
+        gpu_worker_envs(gpus)  # no GPU, or too few: a usage error now, before the progress display starts
+    prepare_results_dir(out)
     summary = run_with_progress(cases, out, force=force, resume=True, retry_failed=retry_failed, command=command,
                                  suite=suite, in_process=in_process, executor=executor, gpus=gpus, slurm=slurm,
                                  skip_after_oom=skip_after_oom)
