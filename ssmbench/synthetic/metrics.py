@@ -87,8 +87,11 @@ def still_falling(losses: Sequence[float], window: float = 0.2, min_drop: float 
 def protocol_key(case: Mapping[str, Any]) -> str:
     """Identity of a case's protocol group: every field but the lr, the role and the seed. Cases of one group
     differ only in those three, so a screen and its seed runs are recognised from the stored rows alone."""
+    from ssmbench.case import _ID_IF_SET  # fields added later: absent from older rows while at their default
+
     options = {k: v for k, v in case.get("options", []) if k not in _PER_CASE}
-    rest = {k: v for k, v in case.items() if k not in ("options", "seed", "timeout_s")}
+    rest = {k: v for k, v in case.items() if k not in ("options", "seed", "timeout_s")
+            and not (k in _ID_IF_SET and v == _ID_IF_SET[k])}
     return json.dumps({**rest, "options": options}, sort_keys=True, default=str)
 
 

@@ -236,3 +236,13 @@ def test_a_diverged_lr_is_a_result_not_a_failed_case(monkeypatch):
     assert result.status == "ok" and "diverged at step 10" in result.error
     assert m["diverged", "value"] == 1.0 and m["steps", "value"] == 10 and math.isnan(m["val_accuracy", "value"])
     assert select_lr({3e-3: (m["val_accuracy", "value"], m["val_loss", "value"]), 1e-3: (0.3, 1.0)}) == 1e-3
+
+
+def test_rows_stored_before_a_case_field_was_added_stay_in_their_group():
+    import json
+
+    from ssmbench.synthetic.metrics import protocol_key
+
+    case = json.loads(screen_cases()[0].to_json())
+    older = {k: v for k, v in case.items() if k not in ("search", "max_memory", "compile")}
+    assert protocol_key(older) == protocol_key(case)
