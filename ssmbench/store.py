@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -94,7 +95,11 @@ class WriteFailed(OSError):
         self.path, self.cause = path, cause
 
     def __str__(self) -> str:
-        return f"cannot write {self.path}: {self.cause.strerror or self.cause}"
+        # pyarrow's OSErrors carry no errno attribute, only "... [errno 28] ..." in their text
+        found = re.search(r"errno (\d+)", str(self.cause), re.IGNORECASE)
+        code = self.cause.errno or (int(found.group(1)) if found else None)
+        reason = self.cause.strerror or (os.strerror(code) if code else str(self.cause))
+        return f"cannot write {self.path}: {reason}"
 
 
 def _umask() -> int:

@@ -1,4 +1,5 @@
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -109,3 +110,34 @@ def test_a_writer_killed_mid_write_leaves_the_previous_part_whole(tmp_path, tiny
     assert set(df.run_id) == {"first"} and store.finished_cases(tmp_path) == {case.case_id: "ok"}
     # the killed writer's temporary file is invisible to readers
     assert [p.name.startswith(".") for p in (tmp_path / "parts").iterdir()].count(False) == 1
+
+
+def test_damaged_parts_are_skipped_named_and_quarantined(tmp_path, tiny_case):
+    import pyarrow as pa
+
+    good = store.write_case(tmp_path, "r", tiny_case(seq_len=16), _ok(1.0))
+    bad = store.write_case(tmp_path, "r", tiny_case(seq_len=32), _ok(1.0))
+    bad.write_bytes(bad.read_bytes()[:50])
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "parts" / "foreign.parquet")
+    skipped: list = []
+    df = store.load(tmp_path, skipped)
+    assert set(df.case_id) == {tiny_case(seq_len=16).case_id}
+    assert sorted(p.name for p, _ in skipped) == sorted([bad.name, "foreign.parquet"])
+    moved = store.quarantine_damaged(tmp_path)
+    assert len(moved) == 2 and all(p.parent.name == store.QUARANTINE for p, _ in moved)
+    assert store.damaged_parts(tmp_path) == [] and good.exists()
+    assert tiny_case(seq_len=32).case_id not in store.finished_cases(tmp_path)  # re-run by the next sweep
+
+
+def test_files_respect_the_umask_and_write_failures_are_typed(tmp_path, tiny_case):
+    old = os.umask(0o027)
+    try:
+        path = store.write_case(tmp_path, "r", tiny_case(), _ok(1.0))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640
+    (tmp_path / "blocked").write_text("")
+    with pytest.raises(store.WriteFailed, match="a file is in the way"):
+        store.check_writable(tmp_path / "blocked")
+    failure = store.WriteFailed(path, OSError("Error writing bytes. Detail: [errno 28] No space left on device"))
+    assert str(failure).endswith(": No space left on device")
