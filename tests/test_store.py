@@ -136,8 +136,11 @@ def test_files_respect_the_umask_and_write_failures_are_typed(tmp_path, tiny_cas
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o640
-    (tmp_path / "blocked").write_text("")
-    with pytest.raises(store.WriteFailed, match="a file is in the way"):
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / "parts").write_text("")  # a file where the parts directory should be
+    with pytest.raises(store.WriteFailed, match="parts: a file is in the way"):
         store.check_writable(tmp_path / "blocked")
+    with pytest.raises(store.WriteFailed, match="Not a directory"):  # below a file: the OS's own reason
+        store.check_writable(tmp_path / "blocked" / "parts")
     failure = store.WriteFailed(path, OSError("Error writing bytes. Detail: [errno 28] No space left on device"))
     assert str(failure).endswith(": No space left on device")
