@@ -74,3 +74,17 @@ class Case:
         for key in ("model_options", "options"):
             data[key] = tuple(tuple(item) for item in data.get(key, ()))
         return cls(**data)
+
+
+# Options that tell the cases of one accuracy-protocol group apart (lr grid point, screen/seed role).
+_PER_PROTOCOL_CASE = ("lr", "role")
+
+
+def protocol_key(case: dict[str, Any]) -> str:
+    """Identity of an accuracy case's protocol group (docs/tasks.md §6), from its stored JSON: every field but
+    the lr, the role and the seed (and fields added later, at their default, as in ``case_id``). Cases of one
+    group differ only in those, so a screen and its seed runs are recognised from the stored rows alone."""
+    options = {k: v for k, v in case.get("options", []) if k not in _PER_PROTOCOL_CASE}
+    rest = {k: v for k, v in case.items() if k not in ("options", "seed", *_NOT_IN_ID)
+            and not (k in _ID_IF_SET and v == _ID_IF_SET[k])}
+    return json.dumps({**rest, "options": options}, sort_keys=True, default=str)

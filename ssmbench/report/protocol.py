@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from ssmbench.synthetic.metrics import protocol_key, select_lr, t_interval, validation_scores
+from ssmbench.case import protocol_key
+from ssmbench.synthetic.metrics import select_lr, t_interval, validation_scores
 
 
 def case_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -4,7 +4,6 @@
 - ``select_lr``: the learning rate chosen from *validation* numbers only (the caller passes nothing else);
 - ``edge_extension``: the one extra grid step when the winner sits on an edge of the grid;
 - ``still_falling``: whether a training-loss curve was still going down at the step cap (budget honesty);
-- ``protocol_key``: the group of cases (one model in one task setting) that a grid and its seeds belong to;
 - ``answer_mask``: the positions that make up a task's headline *string*: copying excludes its end marker.
 
 The protocol itself is described in docs/tasks.md ("The accuracy protocol").
@@ -20,8 +19,6 @@ from typing import Any
 # Two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30 (above 30 the normal 1.96 is within 2%).
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-# Options that tell cases of one protocol group apart (so they are not part of the group's identity).
-_PER_CASE = ("lr", "role")
 
 
 def t_quantile(df: int) -> float:
@@ -82,17 +79,6 @@ def still_falling(losses: Sequence[float], window: float = 0.2, min_drop: float 
         return False
     before, last = sum(xs[-2 * n:-n]) / n, sum(xs[-n:]) / n
     return before - last > min_drop * max(abs(before), 1e-12)
-
-
-def protocol_key(case: Mapping[str, Any]) -> str:
-    """Identity of a case's protocol group: every field but the lr, the role and the seed. Cases of one group
-    differ only in those three, so a screen and its seed runs are recognised from the stored rows alone."""
-    from ssmbench.case import _ID_IF_SET  # fields added later: absent from older rows while at their default
-
-    options = {k: v for k, v in case.get("options", []) if k not in _PER_CASE}
-    rest = {k: v for k, v in case.items() if k not in ("options", "seed", "timeout_s")
-            and not (k in _ID_IF_SET and v == _ID_IF_SET[k])}
-    return json.dumps({**rest, "options": options}, sort_keys=True, default=str)
 
 
 def answer_mask(task: str, labels: Any, params: Mapping[str, Any]) -> Any:

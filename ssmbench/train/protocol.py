@@ -23,8 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from ssmbench import store
-from ssmbench.case import Case
-from ssmbench.synthetic.metrics import edge_extension, protocol_key, select_lr, validation_scores
+from ssmbench.case import Case, protocol_key
+from ssmbench.synthetic.metrics import edge_extension, select_lr, validation_scores
 
 
 def group_of(case: Case) -> str:

@@ -241,7 +241,7 @@ def test_a_diverged_lr_is_a_result_not_a_failed_case(monkeypatch):
 def test_rows_stored_before_a_case_field_was_added_stay_in_their_group():
     import json
 
-    from ssmbench.synthetic.metrics import protocol_key
+    from ssmbench.case import protocol_key
 
     case = json.loads(screen_cases()[0].to_json())
     older = {k: v for k, v in case.items() if k not in ("search", "max_memory", "compile")}
