@@ -104,14 +104,15 @@ def run_against_ref(plan: CheckPlan, ref: str, *, inject: tuple[tuple[str, Any],
         else:
             cc.verdict, cc.comparison, cc.rounds = decided[key]
         checks.append(cc)
-    reg_at, ok_at = sequential.first_decision(looks)
+    reg_at = ", ".join(str(lk.rounds) for lk in looks if lk.alpha)
+    ok_at = sequential.first_decision(looks)[1]
     ran = sum(c.rounds for c in checks)
     notes = [f"base = {ref} ({sha[:12]}) checked out in a temporary worktree; head = the working tree; both run "
              f"by {sys.executable}, interleaved round by round, workers kept warm",
              f"sequential: looks every {sequential.STEP} rounds up to {plan.ab_max_rounds}; a case can stop as a "
-             f"regression at round {reg_at} or {plan.ab_max_rounds} (alpha {plan.alpha:g} per case, spent over the "
-             f"looks) or as inside the threshold from round {ok_at} (signed-rank upper bound of its ratio), and "
-             f"stops at round {plan.rounds} unless its ratio is beyond the threshold; "
-             f"{ran} case-rounds run of {plan.ab_max_rounds * len(checks)} at most"]
+             f"regression at rounds {reg_at} (alpha {plan.alpha:g} per case, spent over these looks), as inside "
+             f"the threshold from round {ok_at} (signed-rank upper bound of its ratio), and stops at round "
+             f"{plan.rounds} unless its ratio is beyond the threshold; {ran} case-rounds run of "
+             f"{plan.ab_max_rounds * len(checks)} at most"]
     notes += meas.contention_note(sum(len(v) for v in meas.values.values()))
     return CheckResult("against", plan, f"{ref} ({sha[:12]})", checks, None, notes, time.perf_counter() - t0)
