@@ -30,6 +30,7 @@ namespace {
 
 constexpr int NB = 16;  // state rows per register tile
 constexpr int64_t TB = 32;  // time steps per block (see forward)
+constexpr int64_t SPAN = 256;  // time steps per span (see forward)
 
 // exp by Cody-Waite reduction and a polynomial (same scheme as the Mamba-1 scan's): 1-2 ulp, vectorisable.
 inline float fexp(float x) {
@@ -131,43 +132,63 @@ void forward(const Args<T>& a, T* y, T* final, int nthreads) {
   typedef T V __attribute__((vector_size(64)));
   const int64_t l = a.l, h = a.h, p = a.p, n = a.n, g = a.g;
   const int64_t pblocks = p / W, tasks = a.b * h * pblocks, rpg = h / g;
-  // per thread: decays, dt, and the n x W state of the current task (whole vectors, so 64-byte aligned)
-  const int64_t vecs = (2 * l + W - 1) / W + n;
+  const int64_t xs = h * p, bs = g * n;  // strides of one time step in x, y, z and in B, C
+  // Each thread owns a fixed range of (batch, head, lane block) tasks and walks the sequence in spans of SPAN
+  // steps, running all of its tasks over one span before the next: the span's B and C rows (shared by every head
+  // of a group) are then read from L2 once per thread, not once per task, and each task's n x W state waits in
+  // a per-thread buffer between spans. No barrier: threads only read shared inputs and write their own rows.
+  const int64_t per_thread = (tasks + nthreads - 1) / nthreads;
+  const int64_t vecs = per_thread * n + (2 * SPAN + W - 1) / W;
   std::vector<T> scratch(static_cast<size_t>(nthreads * (vecs + 1) + 1) * W);
   const uintptr_t base = (reinterpret_cast<uintptr_t>(scratch.data()) + 63) & ~uintptr_t(63);
 #pragma omp parallel num_threads(nthreads)
   {
-    V* Sall = reinterpret_cast<V*>(base) + omp_get_thread_num() * (vecs + 1);
-    T* __restrict dec = reinterpret_cast<T*>(Sall + n);
-    T* __restrict dts = dec + l;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t bi = task / (h * pblocks), hi = (task / pblocks) % h, p0 = (task % pblocks) * W;
-      const int64_t gi = hi / rpg;
-      const T Ah = a.A[hi];
-      for (int64_t t = 0; t < l; ++t) dts[t] = a.dt[(bi * l + t) * h + hi];
-#pragma omp simd
-      for (int64_t t = 0; t < l; ++t) dec[t] = fexp(dts[t] * Ah);
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const int64_t k0 = tasks * tid / nth, k1 = tasks * (tid + 1) / nth;
+    V* states = reinterpret_cast<V*>(base) + tid * (vecs + 1);
+    T* __restrict dec = reinterpret_cast<T*>(states + per_thread * n);
+    T* __restrict dts = dec + SPAN;
+    auto where = [&](int64_t task, int64_t& bi, int64_t& hi, int64_t& p0) {
+      bi = task / (h * pblocks);
+      hi = (task / pblocks) % h;
+      p0 = (task % pblocks) * W;
+    };
+    for (int64_t task = k0; task < k1; ++task) {  // initial states
+      int64_t bi, hi, p0;
+      where(task, bi, hi, p0);
+      V* S = states + (task - k0) * n;
       for (int64_t k = 0; k < n; ++k) {
-        for (int i = 0; i < W; ++i) Sall[k][i] = a.S0 ? a.S0[((bi * h + hi) * p + p0 + i) * n + k] : T(0);
+        for (int i = 0; i < W; ++i) S[k][i] = a.S0 ? a.S0[((bi * h + hi) * p + p0 + i) * n + k] : T(0);
       }
-      const int64_t xs = h * p, bs = g * n;  // strides of one time step in x, y, z and in B, C
-      const T* __restrict xb = a.x + (bi * l * h + hi) * p + p0;
-      T* __restrict yb = y + (bi * l * h + hi) * p + p0;
-      const T* __restrict Bb = a.B + (bi * l * g + gi) * n;
-      const T* __restrict Cb = a.C + (bi * l * g + gi) * n;
-      V dv = {};
-      for (int i = 0; i < W; ++i) dv[i] = a.D ? a.D[a.d_per_p ? hi * p + p0 + i : hi] : T(0);
-      const T* __restrict zb = a.z ? a.z + (bi * l * h + hi) * p + p0 : nullptr;
-      // Time blocks of TB steps, every row block within one: the block's x, y, B, C lines stay in L1 across the
-      // n / NB passes (a whole-sequence pass per row block strides through a new page every few steps).
-      for (int64_t t0 = 0; t0 < l; t0 += TB) {
-        const int64_t t1 = std::min(l, t0 + TB);
-        for (int64_t n0 = 0; n0 < n; n0 += NB) {
-          tile_steps<T, V>(Sall + n0, dec, dts, xb, yb, Bb + n0, Cb + n0, xs, bs, t0, t1, n0 == 0);
+    }
+    for (int64_t s0 = 0; s0 < l; s0 += SPAN) {
+      const int64_t s1 = std::min(l, s0 + SPAN);
+      for (int64_t task = k0; task < k1; ++task) {
+        int64_t bi, hi, p0;
+        where(task, bi, hi, p0);
+        const int64_t gi = hi / rpg;
+        const T Ah = a.A[hi];
+        for (int64_t t = s0; t < s1; ++t) dts[t - s0] = a.dt[(bi * l + t) * h + hi];
+#pragma omp simd
+        for (int64_t t = 0; t < s1 - s0; ++t) dec[t] = fexp(dts[t] * Ah);
+        const T* __restrict xb = a.x + (bi * l * h + hi) * p + p0;
+        T* __restrict yb = y + (bi * l * h + hi) * p + p0;
+        const T* __restrict Bb = a.B + (bi * l * g + gi) * n;
+        const T* __restrict Cb = a.C + (bi * l * g + gi) * n;
+        V* S = states + (task - k0) * n;
+        // Time blocks of TB steps, every row block within one: the block's x, y, B, C lines stay in L1 across
+        // the n / NB row blocks.
+        for (int64_t t0 = s0; t0 < s1; t0 += TB) {
+          const int64_t t1 = std::min(s1, t0 + TB);
+          for (int64_t n0 = 0; n0 < n; n0 += NB) {
+            tile_steps<T, V>(S + n0, dec - s0, dts - s0, xb, yb, Bb + n0, Cb + n0, xs, bs, t0, t1, n0 == 0);
+          }
         }
         if (a.D || a.z) {  // epilogue: y = (y + D x) * silu(z)
-          for (int64_t t = t0; t < t1; ++t) {
+          V dv = {};
+          for (int i = 0; i < W; ++i) dv[i] = a.D ? a.D[a.d_per_p ? hi * p + p0 + i : hi] : T(0);
+          const T* __restrict zb = a.z ? a.z + (bi * l * h + hi) * p + p0 : nullptr;
+          for (int64_t t = s0; t < s1; ++t) {
             T* __restrict yt = yb + t * xs;
             const T* __restrict xt = xb + t * xs;
 #pragma omp simd
@@ -182,8 +203,13 @@ void forward(const Args<T>& a, T* y, T* final, int nthreads) {
           }
         }
       }
+    }
+    for (int64_t task = k0; task < k1; ++task) {  // final states
+      int64_t bi, hi, p0;
+      where(task, bi, hi, p0);
+      const V* S = states + (task - k0) * n;
       for (int64_t k = 0; k < n; ++k) {
-        for (int i = 0; i < W; ++i) final[((bi * h + hi) * p + p0 + i) * n + k] = Sall[k][i];
+        for (int i = 0; i < W; ++i) final[((bi * h + hi) * p + p0 + i) * n + k] = S[k][i];
       }
     }
   }
