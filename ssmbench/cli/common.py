@@ -41,7 +41,8 @@ def handle_termination() -> None:
         raise Terminated(signum)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, raise_terminated)
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # `nohup` ignores SIGHUP on purpose: keep it ignored
+            signal.signal(sig, raise_terminated)
 
 
 def interrupted_by(exc: BaseException) -> str:

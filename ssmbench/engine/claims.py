@@ -7,9 +7,9 @@ part (and uses it, without measuring again) or claims the case itself. Claims ar
 written, or when the sweep is interrupted.
 
 A claim is stale, and taken over, when its holder is known to be gone: on this host, its pid no longer exists
-(a sweep killed with SIGKILL leaves its claims behind); on another host, it is older than the case's timeout plus
-a margin (no pid to check there). Shards of one sweep on several machines (``--shard``) claim disjoint cases, so
-they never wait on each other.
+(a sweep killed with SIGKILL leaves its claims behind); anywhere, it is older than the case's timeout plus a
+margin (another host's pid cannot be checked, and a pid can be reused). Shards of one sweep on several
+machines (``--shard``) claim disjoint cases, so they never wait on each other.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from ssmbench.case import Case
 
 CLAIMS_DIR = ".claims"
-_FOREIGN_GRACE_S = 120.0  # a claim from another host outlives its case's timeout by this much before it is stale
+_GRACE_S = 120.0  # a claim outlives its case's timeout by this much before it is stale
 _HOST = socket.gethostname()
 
 
@@ -76,10 +76,12 @@ class Claims:
 
     @staticmethod
     def _stale(holder: dict, case: Case) -> bool:
-        if holder.get("host") == _HOST and isinstance(holder.get("pid"), int):
-            return not _alive(holder["pid"])
+        if holder.get("host") == _HOST and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
+            return True
+        # no holder keeps a case past its timeout (plus a margin for starting a worker): this also frees a claim
+        # whose dead holder's pid was reused, and claims from other hosts, whose pids cannot be checked
         age = time.time() - float(holder.get("started", 0))
-        return age > float(holder.get("timeout_s", case.timeout_s)) + _FOREIGN_GRACE_S
+        return age > float(holder.get("timeout_s", case.timeout_s)) + _GRACE_S
 
     def acquire(self, case: Case) -> bool:
         """Claim ``case``; False if another live sweep holds it."""
