@@ -27,6 +27,8 @@ def check(
     option: Annotated[list[str] | None, typer.Option("--option", help="Model option KEY=VALUE injected into the "
                                                      "measured code only, e.g. work_factor=1.5 (slows the test "
                                                      "model 'faulty').")] = None,
+    compile_: Annotated[str | None, typer.Option("--compile", help="eager, compiled or both: replaces the suite's "
+                                                 "compile setting (gate torch.compile paths too).")] = None,
     update_baseline: Annotated[bool, typer.Option(help="Measure the suite and (over)write --baseline.")] = False,
     summary: Annotated[Path | None, typer.Option(help="Also write the Markdown summary here (it is appended to "
                                                  "$GITHUB_STEP_SUMMARY when that is set).")] = None,
@@ -54,7 +56,10 @@ def check(
         raise SpecError("--update-baseline records --baseline PATH from the unmodified code (no --option)")
     if update_baseline:  # before measuring the whole suite: the baseline's directory must take the file
         _check_baseline_writable(baseline)
-    plan = gate.plan_check(suite, rounds=rounds, threshold=threshold, alpha=alpha)
+    from ssmbench.spec import parse_compile
+
+    modes = parse_compile(compile_) if compile_ is not None else None
+    plan = gate.plan_check(suite, rounds=rounds, threshold=threshold, alpha=alpha, compile_modes=modes)
     inject = parse_options(option)
     if inject:  # validated against the suite's models before anything is measured
         from ssmbench.schema import check_model_options

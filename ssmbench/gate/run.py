@@ -80,13 +80,16 @@ class CheckPlan:
 
 
 def plan_check(suite_path: str | os.PathLike[str], *, rounds: int | None = None, threshold: float | None = None,
-               alpha: float = 0.01) -> CheckPlan:
-    """The suite's speed cases and the gate's settings (CLI value, else the suite's ``[suite]`` value, else default)."""
+               alpha: float = 0.01, compile_modes: tuple[str, ...] | None = None) -> CheckPlan:
+    """The suite's speed cases and the gate's settings (CLI value, else the suite's ``[suite]`` value, else default).
+
+    ``compile_modes`` (``--compile``) replaces every sweep's ``compile`` setting: gate the compiled paths too."""
     from ssmbench.engine.runner import plan_sweep
     from ssmbench.schema import load_suite
 
     suite = load_suite(suite_path)
-    cases = tuple(dict.fromkeys(c for s in suite.sweeps for c in plan_sweep(s) if c.kind == "speed"))
+    sweeps = [replace(s, compile=compile_modes) if compile_modes else s for s in suite.sweeps]
+    cases = tuple(dict.fromkeys(c for s in sweeps for c in plan_sweep(s) if c.kind == "speed"))
     if not cases:
         raise SpecError(f"{suite_path}: the regression gate needs [[sweep]] tables (speed cases)")
     rounds = int(rounds if rounds is not None else suite.options.get("rounds", DEFAULT_ROUNDS))

@@ -284,3 +284,13 @@ def test_against_ref_runs_the_refs_code_interleaved(tmp_path):
     assert faulty.comparison.paired and faulty.comparison.ratio < 0.5
     assert result.exit_code == 0 and len(faulty.base) == len(faulty.head) == faulty.rounds < 14
     assert git("worktree", "list").count("\n") == 1  # the temporary worktree is gone
+
+
+def test_check_compile_replaces_the_suites_compile_setting():
+    root = Path(ssmbench.__file__).resolve().parents[1]
+    eager = gate.plan_check(root / "tasks" / "ci.toml")
+    both = gate.plan_check(root / "tasks" / "ci.toml", compile_modes=("eager", "compiled"))
+    assert {c.compile for c in eager.cases} == {"eager"}
+    assert len(both.cases) == 2 * len(eager.cases)
+    assert [c for c in both.cases if c.compile == "eager"] == list(eager.cases)
+    assert {replace(c, compile="eager") for c in both.cases if c.compile == "compiled"} == set(eager.cases)
