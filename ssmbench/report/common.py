@@ -76,6 +76,9 @@ def pyplot() -> Any:
 def length_ticks(ax: Any, lengths: Iterable[float], rotation: int = 45) -> None:
     """One labelled x tick per measured length (64, 1k, 2k, ...) and no minor ticks: the axis shows what ran."""
     ticks = sorted(set(lengths))
+    if len(ticks) > 10:  # e.g. a crossover search's bisection lengths: label the powers of two only
+        powers = [x for x in ticks if x > 0 and float(x).is_integer() and int(x) & (int(x) - 1) == 0]
+        ticks = powers if len(powers) >= 2 else ticks[:: math.ceil(len(ticks) / 10)]
     ax.set_xticks(ticks)
     ax.set_xticklabels([format_length(x) for x in ticks], rotation=rotation)
     ax.minorticks_off()

@@ -59,13 +59,22 @@ def plot_roofline(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     for (device, dtype), grp in table.groupby(["device", "dtype"]):
         peak_f, peak_b = grp.peak_flops.median(), grp.peak_bandwidth.median()
         fig, ax = plt.subplots(figsize=(9, 6))
-        lo, hi = grp.intensity.min() / 3, max(grp.intensity.max() * 3, 3 * peak_f / peak_b)
+        ridge = peak_f / peak_b
+        lo, hi = min(grp.intensity.min() / 2, ridge / 8), max(grp.intensity.max() * 2, ridge * 4)
+        y_lo = min(grp.achieved_flops.min() / 2, lo * peak_b) / 1e9
+        ax.set(xlim=(lo, hi), ylim=(y_lo, peak_f / 1e9 * 2.5), xscale="log", yscale="log")
         xs = np.geomspace(lo, hi, 200)
         ax.plot(xs, np.minimum(peak_f, xs * peak_b) / 1e9, color="black", linewidth=2)
-        ax.axvline(peak_f / peak_b, color="grey", linestyle=":", linewidth=1)
-        ax.text(lo * 1.1, peak_f / 1e9 * 1.08, f"compute ceiling {peak_f / 1e9:.0f} GFLOP/s (matmul)", fontsize=9)
-        ax.text(lo * 1.1, lo * 1.1 * peak_b / 1e9 * 1.3, f"bandwidth {peak_b / 1e9:.1f} GB/s (streaming add)",
-                fontsize=9, rotation=0)
+        ax.axvline(ridge, color="grey", linestyle=":", linewidth=1)
+        ax.text(hi / 1.2, peak_f / 1e9 * 1.12, f"compute ceiling {peak_f / 1e9:.1f} GFLOP/s (matmul)", fontsize=9,
+                ha="right", va="bottom")
+        ax.text(ridge * 1.05, y_lo * 1.15, f"ridge {ridge:.1f} FLOP/B", fontsize=8, color="grey")
+        # the bandwidth label along its slope, rotated to the line as drawn
+        x0, x1 = lo * 1.3, lo * 2.6
+        (p0, p1) = ax.transData.transform([(x0, x0 * peak_b / 1e9), (x1, x1 * peak_b / 1e9)])
+        angle = float(np.degrees(np.arctan2(p1[1] - p0[1], p1[0] - p0[0])))
+        ax.text(x0, x0 * peak_b / 1e9 * 1.25, f"bandwidth {peak_b / 1e9:.1f} GB/s (streaming add)", fontsize=9,
+                rotation=angle, rotation_mode="anchor", va="bottom")
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for i, ((m, b), g) in enumerate(grp.groupby(["model", "backend"])):
             for mode, gm in g.groupby("mode"):
@@ -74,7 +83,7 @@ def plot_roofline(table: pd.DataFrame, out_dir: Path) -> list[Path]:
                 for _, r in gm.iloc[[0, -1]].iterrows():
                     ax.annotate(format_length(r.seq_len), (r.intensity, r.achieved_flops / 1e9), fontsize=7,
                                 xytext=(3, 3), textcoords="offset points", color=colors[i % len(colors)])
-        ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP / byte, analytic)",
+        ax.set(xlabel="arithmetic intensity (FLOP / byte, analytic)",
                ylabel="achieved GFLOP/s (analytic FLOPs / median time)",
                title=f"roofline on {device} ({dtype}): one point per case, labels = L")
         ax.grid(True, which="major", alpha=0.3)

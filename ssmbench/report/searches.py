@@ -44,16 +44,18 @@ def describe(s: dict[str, Any]) -> str:
             f"{s['confidence']:.0%}")
 
 
+_COLORS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
 def mark_searches(ax: Any, searches: list[dict[str, Any]]) -> None:
-    """Shade each searched interval and draw L* on a time-vs-L axis."""
+    """Shade each searched interval and draw its L* on a time-vs-L axis; the legend says which is which."""
     for i, s in enumerate(searches):
         lo, hi = s["interval"]
-        ax.axvspan(lo, hi, color="tab:red", alpha=0.12, linewidth=0)
-        ax.axvline(s["crossover_len"], color="tab:red", linestyle="-", linewidth=1)
-        ax.annotate(f"search: {s['faster_above']} faster above\nL*≈{format_length(s['crossover_len'])} "
-                    f"[{format_length(lo)}–{format_length(hi)}]", xy=(s["crossover_len"], 0.97 - 0.1 * i),
-                    xycoords=("data", "axes fraction"), xytext=(4, 0), textcoords="offset points", fontsize=8,
-                    color="tab:red", va="top")
+        color = _COLORS[i % len(_COLORS)]
+        ax.axvspan(lo, hi, color=color, alpha=0.12, linewidth=0)
+        ax.axvline(s["crossover_len"], color=color, linestyle="-", linewidth=1.2,
+                   label=f"search: {s['faster_above']} faster above L*≈{format_length(s['crossover_len'])} "
+                         f"[{format_length(lo)}–{format_length(hi)}]")
 
 
 def searches_markdown(searches: list[dict[str, Any]]) -> list[str]:

@@ -88,7 +88,8 @@ def plot_speed(table: pd.DataFrame, out_dir: Path, exponents: dict[str, float],
         prefix = f"{mode} {device} {dtype} d{d_model}x{n_layers}"
         fig, (ax_t, ax_tp, ax_m) = plt.subplots(1, 3, figsize=(17, 5.2))
         for (m, b), g in grp.groupby(["model", "backend"]):
-            g = g.sort_values("seq_len")
+            # several cases at one length (repeated crossover searches, batches): one point, their median
+            g = g.groupby("seq_len", as_index=False).median(numeric_only=True).sort_values("seq_len")
             label = _series_label(m, b)
             alpha = exponents.get(f"{prefix} {label}", float("nan"))
             style = "--" if m in ATTENTION_MODELS else "-"
@@ -143,7 +144,8 @@ def _speed_markdown(table: pd.DataFrame, exponents: dict[str, float], crossovers
             by_len = dict(zip(g.seq_len, g.seq_time_median, strict=True))
             cells = [format_seconds(by_len.get(x, float("nan"))) for x in lengths]
             alpha = exponents.get(f"{prefix} {_series_label(m, b)}", float("nan"))
-            lines.append(f"| {_series_label(m, b)} | {int(g.params.iloc[0]):,} | " + " | ".join(cells)
+            params = f"{int(g.params.iloc[0]):,}" if pd.notna(g.params.iloc[0]) else "–"
+            lines.append(f"| {_series_label(m, b)} | {params} | " + " | ".join(cells)
                          + f" | {alpha:.2f} |")
         lines += ["", "Time per sequence (median). Tokens/s and peak memory per case:", ""]
         lines.append("| model (backend) | L | batch | tokens/s | GFLOP/s (analytic FLOPs) | peak memory of the call |")

@@ -75,6 +75,8 @@ class SearchResult:
     def to_dict(self, names: dict[str, str] | None = None) -> dict[str, Any]:
         names = names or {}
         out = asdict(self)
+        for side in ("A", "B"):  # notes name the sides as {A} / {B}
+            out["note"] = out["note"].replace(f"{{{side}}}", names.get(side, side))
         out["faster_above"] = names.get(self.faster_above, self.faster_above) if self.faster_above else None
         out["interval"] = list(self.interval) if self.interval else None
         out["range"] = list(self.range)
@@ -204,7 +206,7 @@ def search_crossover(measure: Measure, grid: Sequence[int], settings: SearchSett
     interval = (lo.length, hi.length)
     estimate = _interpolate(lo, hi)
     ties = [k for k in run.probes if lo.length < k < hi.length]
-    note = (f"A and B are within noise of each other at L={', '.join(map(str, sorted(ties)))}"
+    note = (f"{{A}} and {{B}} are within noise of each other at L={', '.join(map(str, sorted(ties)))}"
             if ties and not width_ok else "")
 
     # 3. does the faster side stay faster? one more power of two above the bracket, if time remains
@@ -217,5 +219,5 @@ def search_crossover(measure: Measure, grid: Sequence[int], settings: SearchSett
         else:
             if p.faster is not None and p.faster != hi.faster:
                 return result("crosses_more_than_once", stopped, interval, hi.faster, estimate,
-                              f"{p.faster} is faster again at L={p.length}")
+                              f"{{{p.faster}}} is faster again at L={p.length}")
     return result("crosses", stopped, interval, hi.faster, estimate, note)

@@ -107,7 +107,8 @@ class WorkerMeasure:
             new[side] = list(m["round_time", key].samples or ())
             kept = [Metric(name, "value", m[name, key].value, m[name, key].unit) for name in ("first_call", "flops",
                                                                                              "params")]
-            last[side] = CaseResult(metrics=kept, info={"backend": (result.info or {}).get(f"backend_{key}")})
+            last[side] = CaseResult(metrics=kept, info={"backend": (result.info or {}).get(f"backend_{key}"),
+                                                        "params": int(m["params", key].value)})
         return new, last
 
     def _case_rounds(self, cases: dict[str, Case], rounds: int) -> tuple[dict, dict]:

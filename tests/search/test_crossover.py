@@ -89,6 +89,7 @@ def test_crosses_more_than_once():
     r = search_crossover(fake, GRID, clock=fake.clock)
     assert r.answer == "crosses_more_than_once" and r.interval[0] <= 300 <= r.interval[1]
     assert "L=1024" in r.note
+    assert r.to_dict({"A": "mamba", "B": "transformer"})["note"] == "transformer is faster again at L=1024"
 
 
 def test_identical_models_are_indistinguishable_not_a_crossing():
