@@ -69,9 +69,12 @@ def crossover(
     grid = parse_lengths(lengths)
     if len(grid) < 2 or any(n & (n - 1) for n in grid):
         raise SpecError(f"--lengths must be a range of at least two powers of two, e.g. 128..16k (got '{lengths}')")
-    if not 0 < width < 10 or not 0.5 < confidence < 1 or samples < 1 or timeout <= 0 or threads < 0:
-        raise SpecError("--width must be in (0, 10), --confidence in (0.5, 1), --samples >= 1, --timeout > 0, "
-                        "--threads >= 0")
+    from ssmbench.schema import Count, Layers, Threads, Vocab, Width, check_flags
+
+    check_flags(d_model=(Width, d_model), n_layers=(Layers, n_layers), vocab_size=(Vocab, vocab_size),
+                threads=(Threads, threads), decode_tokens=(Count, decode_tokens), samples=(Count, samples))
+    if not 0 < width < 10 or not 0.5 < confidence < 1 or timeout <= 0:
+        raise SpecError("--width must be in (0, 10), --confidence in (0.5, 1), --timeout > 0")
     if budget is not None and budget <= 0:
         raise SpecError(f"--budget must be > 0 seconds (got {budget:g})")
     check_output_dir(out)
