@@ -148,6 +148,10 @@ def print_outcome(con: Console, outcome) -> None:
 
         if is_contended(r.metrics or []):
             detail += " [yellow](contended)[/yellow]"
+        breaks = (r.info or {}).get("graph_breaks")
+        if breaks:  # a compiled case that dynamo could not trace whole: say where, once
+            why = ((r.info or {}).get("graph_break_reasons") or ["?"])[0]
+            detail += f" [yellow]{breaks} graph break(s): {escape(why[:90])}[/yellow]"
         con.print(f"[green]✓[/green] {escape(outcome.case.label())}  {detail}  [dim]({outcome.seconds:.1f} s)[/dim]")
     else:
         con.print(f"[red]✗ {r.status}[/red] {escape(outcome.case.label())}: {escape(r.error or '')}", highlight=False)

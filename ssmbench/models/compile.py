@@ -81,9 +81,17 @@ class _Watch:
             new = n - self._before_breaks.get(reason, 0)
             if new > 0:
                 self.stats.graph_breaks += new
-                line = str(reason).strip().splitlines()[0][:200] if str(reason).strip() else "?"
+                line = _reason_line(str(reason))
                 if line not in self.stats.reasons:
                     self.stats.reasons.append(line)
+
+
+def _reason_line(reason: str) -> str:
+    """One line per break: dynamo's explanation (it names the function) where it gives one, else its first line."""
+    text = reason.strip()
+    if "Explanation:" in text:
+        text = text.split("Explanation:", 1)[1].strip()
+    return (text.splitlines() or ["?"])[0][:200]
 
 
 def compiled_label(backend: str, compiled: bool) -> str:
