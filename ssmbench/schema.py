@@ -16,15 +16,14 @@ and not with an OverflowError after a case ran.
 Adding a key: add a field to :class:`SweepInput` with its type and bounds (reuse the ``Annotated`` aliases below,
 e.g. ``my_knob: Count = 4``), give it the same field in ``spec.SweepSpec`` (what the planner reads), and if the CLI
 has a flag for it whose name is not ``--my-knob``, add it to :data:`FLAG_NAMES`. A new model option needs nothing
-here: options are read from the config dataclasses (give an int that may be 0 an entry in :data:`OPTION_MINIMUM`).
+here: options are read from the config dataclasses (``ssmbench/options.py``; an int option that may be 0 gets an
+entry in its ``OPTION_MINIMUM``).
 
 No torch at import time (``check_model_options`` loads the config classes, which does import it).
 """
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields, replace
@@ -33,6 +32,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from ssmbench.options import check_model_options, did_you_mean
 from ssmbench.spec import (
     MAX_LENGTH,
     MODES,
@@ -56,9 +56,6 @@ LIMITS = {"length": MAX_LENGTH, "tokens": 1 << 32, "batch": 1 << 20, "width": 1 
 # CLI flag of a schema key, where it is not ``--`` + the key with dashes.
 FLAG_NAMES = {"modes": "--mode", "batches": "--batch", "budget_s": "--budget", "timeout_s": "--timeout",
               "model_options": "--option"}
-# Integer model options that may be 0 (all others must be >= 1).
-OPTION_MINIMUM = {"mlp_expand": 0, "attn_every": 2}
-_FRAME = {"d_model", "n_layers", "vocab_size", "backend"}  # set by their own keys, never as options
 
 
 def _text_list(value: Any, what: str) -> str:
@@ -160,11 +157,6 @@ _ALIASES = {"mode": "modes", "batch": "batches"}  # singular spellings a table m
 
 def _flag(key: str) -> str:
     return FLAG_NAMES.get(key, "--" + key.replace("_", "-"))
-
-
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def check_keys(where: str, table: Any, valid: Iterable[str], *, required: Sequence[str] = (),
@@ -288,72 +280,6 @@ def check_flags(**flags: tuple[Any, Any]) -> None:
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
             raise SpecError(f"{_flag(key)} {_describe(err)}") from None
-
-
-def _option_rule(field_type: str, name: str) -> tuple[type | tuple[type, ...], str]:
-    """(accepted Python types, description) of a config field from its annotation text."""
-    text = str(field_type)
-    if "bool" in text:
-        return bool, "true or false"
-    if "int" in text:
-        return int, f"an integer >= {OPTION_MINIMUM.get(name, 1)}"
-    if "float" in text:
-        return (int, float), "a positive finite number"
-    return str, "a string"
-
-
-def _check_option_value(where: str, model: str, name: str, field_type: str, value: Any) -> None:
-    accepted, rule = _option_rule(field_type, name)
-    ok = isinstance(value, accepted) and (accepted is bool or not isinstance(value, bool))
-    if ok and accepted is int:
-        ok = OPTION_MINIMUM.get(name, 1) <= value <= LIMITS["count"]
-    elif ok and accepted == (int, float):
-        ok = math.isfinite(value) and 0 < value <= 1e12
-    elif ok and accepted is str:
-        ok = 0 < len(value) <= 200
-    if not ok:
-        raise SpecError(f"{where}: option {name} of {model} must be {rule}, got {value!r}")
-
-
-def check_model_options(where: str, options: Mapping[str, Any], models: Sequence[str], *, d_model: int = 256,
-                        n_layers: int = 2, vocab_size: int = 256, strict: bool = False) -> None:
-    """Option keys and values against the models' config dataclasses.
-
-    A key must be a field of at least one of ``models`` (of each one with ``strict=True``); its value must match
-    the field's type and range; and each model's config must accept the options (its own checks, e.g.
-    divisibility) at the given sizes.
-    """
-    from ssmbench.registry import MODELS
-
-    if not isinstance(options, Mapping):
-        raise SpecError(f"{where}: model options must be a table, e.g. {{ d_state = 32 }}")
-    classes = {m: MODELS.load(m) for m in dict.fromkeys(models)}
-    types = {m: {f.name: f.type for f in fields(c) if f.name not in _FRAME} for m, c in classes.items()}
-    known = set().union(*types.values()) if types else set()
-    for key in options:
-        if key in _FRAME:
-            raise SpecError(f"{where}: '{key}' is set by its own key/flag (--{key.replace('_', '-')}), "
-                            "not as a model option")
-        if key not in known:
-            owners = [e.name for e in MODELS if key in {f.name for f in fields(e.load())}]
-            if owners:  # a real option, of models not in this run
-                raise SpecError(f"{where}: {', '.join(classes)} has no option '{key}' (it is an option of "
-                                f"{', '.join(owners)}); its options: {', '.join(sorted(known)) or 'none'}")
-            every = set().union(*({f.name for f in fields(e.load())} for e in MODELS)) - _FRAME
-            hint = did_you_mean(key, known) or did_you_mean(key, every)
-            raise SpecError(f"{where}: unknown model option '{key}'{hint} (options of {', '.join(classes)}: "
-                            f"{', '.join(sorted(known)) or 'none'})")
-        for m in classes:
-            if key in types[m]:
-                _check_option_value(where, m, key, types[m][key], options[key])
-            elif strict:
-                raise SpecError(f"{where}: {m} has no option '{key}' (it has: {', '.join(sorted(types[m]))})")
-    for m, cls in classes.items():  # the config's own checks (e.g. divisibility), as the worker will build it
-        try:
-            cls(d_model=d_model, n_layers=n_layers, vocab_size=vocab_size,
-                **{k: v for k, v in options.items() if k in types[m]})
-        except (TypeError, ValueError) as exc:
-            raise SpecError(f"{where}: model {m} rejects these options at d_model={d_model}: {exc}") from None
 
 
 class SuiteMeta(BaseModel):

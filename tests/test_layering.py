@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ssmbench"
 RANKS = {
     "kernels": 0, "case": 0, "registry": 0, "env": 0, "synthetic": 0,
     "spec": 1, "store": 1,
+    "options": 1.2,  # model options checked against the config dataclasses (spec, registry)
     "schema": 1.5,  # the typed input schema: built on spec's parsers, below every feature layer
     "contention": 1.5,  # per-case machine-load metrics (store's Metric), read by engine, report and gate
     "models": 2,
