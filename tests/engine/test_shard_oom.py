@@ -6,7 +6,8 @@ import pytest
 
 from ssmbench import store
 from ssmbench.case import Case
-from ssmbench.engine.runner import OomSkipper, plan_sweep, run_cases, series_key, shard_cases
+from ssmbench.engine.runner import plan_sweep, run_cases, shard_cases
+from ssmbench.engine.skipping import OomSkipper, series_key
 from ssmbench.spec import SpecError, SweepSpec, parse_models, parse_shard
 from ssmbench.store import CaseResult
 
