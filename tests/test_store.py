@@ -1,8 +1,10 @@
 import math
 import os
 import signal
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -144,3 +146,51 @@ def test_files_respect_the_umask_and_write_failures_are_typed(tmp_path, tiny_cas
         store.check_writable(tmp_path / "blocked" / "parts")
     failure = store.WriteFailed(path, OSError("Error writing bytes. Detail: [errno 28] No space left on device"))
     assert str(failure).endswith(": No space left on device")
+
+
+def test_parts_get_the_mode_a_plain_open_would_give(tmp_path, tiny_case):
+    """0666 minus the umask (mkstemp's 0600 would hide a shared results directory from the group)."""
+    old = os.umask(0o027)
+    try:
+        path = store.write_case(tmp_path, "r", tiny_case(), _ok(1.0))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    path = store.write_case(tmp_path, "r", tiny_case(seq_len=32), _ok(1.0))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~old
+
+
+def test_a_failed_write_raises_write_failed_and_leaves_no_temporary_file(tmp_path, tiny_case, monkeypatch):
+    def disk_full(table, where, **kw):
+        Path(where).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", disk_full)
+    with pytest.raises(store.WriteFailed, match="No space left on device") as info:
+        store.write_case(tmp_path, "r", tiny_case(), _ok(1.0))
+    assert info.value.path.name.endswith(".parquet") and info.value.cause.errno == 28
+    assert list((tmp_path / "parts").iterdir()) == []  # neither the part nor its temporary file
+
+    def interrupted(table, where, **kw):
+        Path(where).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pq, "write_table", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_case(tmp_path, "r", tiny_case(), _ok(1.0))
+    assert list((tmp_path / "parts").iterdir()) == []
+
+
+def test_finished_cases_and_load_skip_a_damaged_part_but_keep_the_others(tmp_path, tiny_case):
+    cases = [tiny_case(seq_len=n) for n in (8, 16, 32)]
+    store.write_case(tmp_path, "r", cases[0], _ok(1.0))  # two metric rows
+    store.write_case(tmp_path, "r", cases[1], CaseResult(status="timeout", error="slow"))
+    store.write_case(tmp_path, "r", cases[2], _ok(2.0))
+    bad = tmp_path / "parts" / "0000-damaged.parquet"  # sorts first
+    bad.write_bytes(b"PAR1 not really")
+    assert store.finished_cases(tmp_path) == {cases[0].case_id: "ok", cases[1].case_id: "timeout",
+                                              cases[2].case_id: "ok"}
+    skipped: list = []
+    df = store.load(tmp_path, skipped=skipped)
+    assert sorted(df.drop_duplicates("case_id").seq_len) == [8, 16, 32] and len(df) == 5
+    assert [p.name for p, _ in skipped] == [bad.name] and skipped[0][1]

@@ -31,7 +31,8 @@ OUT = ROOT / "build" / "mutate"
 TARGETS: dict[str, tuple[str, list[str]]] = {
     "gate.stats": ("ssmbench/gate/stats.py", ["tests/gate/test_stats.py", "tests/gate/test_verdict.py",
                                              "tests/gate/test_stats_exact.py"]),
-    "store": ("ssmbench/store.py", ["tests/test_store.py"]),
+    "store": ("ssmbench/store.py", ["tests/test_store.py", "tests/engine/test_faults.py",
+                                    "tests/report/test_searches.py"]),
     "bench.timer": ("ssmbench/bench/timer.py", ["tests/bench/test_timer.py", "tests/bench/test_metrics.py"]),
     "bench.cost": ("ssmbench/bench/cost.py", ["tests/bench/test_cost.py"]),
     "bench.memory": ("ssmbench/bench/memory.py", ["tests/bench/test_timer.py", "tests/bench/test_metrics.py"]),
