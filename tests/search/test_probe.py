@@ -77,3 +77,17 @@ def test_pair_case_times_both_sides_round_by_round():
     assert all(t > 0 for t in m["round_time", "a"].samples + m["round_time", "b"].samples)
     assert m["params", "a"].value != m["params", "b"].value and m["flops", "b"].value > 0
     assert result.info["backend_a"] and result.info["backend_b"]
+
+
+@pytest.mark.slow
+def test_cli_decode_mode_runs_whole_cases_per_round(tmp_path):
+    """decode is not a pair mode: each round runs A's and B's whole decode case (time = per generated token)."""
+    r = subprocess.run([sys.executable, "-m", "ssmbench", "crossover", "--models", "mamba,transformer", "-L", "16..32",
+                        "--mode", "decode", "--decode-tokens", "4", "--device", "cpu", "--d-model", "16",
+                        "--n-layers", "1", "--tokens", "32", "--threads", "1", "--width", "5", "--budget", "60",
+                        "--json", "-o", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    answer = json.loads(r.stdout)
+    assert answer["mode"] == "decode" and all(p["rounds"] >= 7 for p in answer["probes"])
+    df = store.load(tmp_path)
+    assert set(df[df.metric == "token_latency"].model) == {"mamba", "transformer"}
