@@ -1,3 +1,4 @@
+import json
 import math
 import os
 import signal
@@ -194,3 +195,47 @@ def test_finished_cases_and_load_skip_a_damaged_part_but_keep_the_others(tmp_pat
     df = store.load(tmp_path, skipped=skipped)
     assert sorted(df.drop_duplicates("case_id").seq_len) == [8, 16, 32] and len(df) == 5
     assert [p.name for p, _ in skipped] == [bad.name] and skipped[0][1]
+
+
+def test_every_column_of_a_row_round_trips(tmp_path, tiny_case):
+    """Each stored column against the case and result it came from (the info overrides the requested sizes)."""
+    from datetime import datetime
+
+    from ssmbench.case import Case
+
+    case = tiny_case(model="mamba", backend="auto", mode="fwdbwd", batch=3, seq_len=24, d_model=32, n_layers=2)
+    result = CaseResult(metrics=[Metric("time", "median", 0.5, "s", 3, samples=(0.4, 0.5, 0.6)),
+                                 Metric("accuracy", "eval", 0.75, "fraction", 9, seq_len=48)],
+                        info={"backend": "chunked", "params": 1234, "d_state": 16, "d_model": 48, "n_layers": 3})
+    store.write_case(tmp_path, "run-7", case, result)
+    df = store.load(tmp_path).set_index("metric")
+    row = df.loc["time"]
+    assert {k: row[k] for k in ("run_id", "case_id", "kind", "model", "backend", "scope", "mode", "device",
+                                "dtype", "stat", "unit", "status")} == {
+        "run_id": "run-7", "case_id": case.case_id, "kind": "speed", "model": "mamba", "backend": "chunked",
+        "scope": case.scope, "mode": "fwdbwd", "device": "cpu", "dtype": "float32", "stat": "median", "unit": "s",
+        "status": "ok"}
+    assert (row.batch, row.seq_len, row.d_model, row.n_layers, row.d_state, row.params) == (3, 24, 48, 3, 16, 1234)
+    assert (row.value, row.n_samples, list(row.samples)) == (0.5, 3, [0.4, 0.5, 0.6])
+    assert pd.isna(row.task) and pd.isna(row.error) and row.schema_version == store.SCHEMA_VERSION
+    assert Case.from_dict(json.loads(row.case)) == case
+    assert datetime.fromisoformat(row.timestamp).tzinfo is not None
+    acc = df.loc["accuracy"]
+    assert (acc.seq_len, acc.stat, acc.value, acc.n_samples) == (48, "eval", 0.75, 9) and acc.samples is None
+    # without sizes in the info the case's requested ones are stored, and the requested backend
+    bare = tiny_case(model="transformer", d_model=64, n_layers=1, task="")
+    store.write_case(tmp_path, "run-8", bare, CaseResult(status="error", error="boom"))
+    b = store.load(tmp_path).set_index("run_id").loc["run-8"]
+    assert (b.backend, b.d_model, b.n_layers, b.status, b.error, b.metric) == ("auto", 64, 1, "error", "boom",
+                                                                              "status")
+
+
+def test_run_records_round_trip(tmp_path):
+    store.write_run(tmp_path, "r1", {"cpu": "x86", "threads": 2, "gpu": None}, command="ssmbench sweep", suite="s")
+    (row,) = store.load_runs(tmp_path).to_dict("records")
+    assert (row["run_id"], row["command"], row["suite"], row["cpu"], row["threads"], row["gpu"]) == (
+        "r1", "ssmbench sweep", "s", "x86", "2", None)
+    assert json.loads(row["env"]) == {"cpu": "x86", "gpu": None, "threads": 2}
+    assert row["schema_version"] == store.SCHEMA_VERSION
+    (tmp_path / "runs" / "r0.parquet").write_bytes(b"damaged")  # a damaged record only loses itself
+    assert list(store.load_runs(tmp_path).run_id) == ["r1"]
