@@ -34,7 +34,7 @@ TARGETS: dict[str, tuple[str, list[str]]] = {
     "store": ("ssmbench/store.py", ["tests/test_store.py", "tests/engine/test_faults.py",
                                     "tests/report/test_searches.py"]),
     "bench.timer": ("ssmbench/bench/timer.py", ["tests/bench/test_timer.py", "tests/bench/test_metrics.py"]),
-    "bench.cost": ("ssmbench/bench/cost.py", ["tests/bench/test_cost.py"]),
+    "bench.cost": ("ssmbench/bench/cost.py", ["tests/bench/test_cost.py", "tests/bench/test_peaks.py"]),
     "bench.memory": ("ssmbench/bench/memory.py", ["tests/bench/test_timer.py", "tests/bench/test_metrics.py"]),
     "bench.measure": ("ssmbench/bench/measure.py", ["tests/bench/test_metrics.py"]),
     "bench.decode": ("ssmbench/bench/decode.py", ["tests/bench/test_metrics.py", "tests/bench/test_decode.py"]),

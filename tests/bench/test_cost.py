@@ -71,3 +71,21 @@ def test_s4_flops_by_hand(name, per_pair):
 def test_fwdbwd_is_three_forwards():
     model = _build("mamba")
     assert case_flops(model, 2, 16, "fwdbwd") == pytest.approx(3 * case_flops(model, 2, 16, "fwd"))
+
+
+def test_edge_cases_of_the_mixing_terms():
+    """(survivors of the bench/cost.py mutation run)"""
+    from torch import nn
+
+    # no chunk size: the SSD term uses Q = 64 (or L when shorter)
+    model = _build("mamba2", options={"d_state": 16, "headdim": 32, "ngroups": 2, "chunk_size": None})
+    linear = 2 * 2 * 100 * (64 * 324 + 128 * 64) + 2 * 100 * 64 * 32
+    ssd = 2 * (2 * 100 * 64 * 16 * 2 + 2 * 100 * 64 * 32 * 4 + 4 * 100 * 16 * 32 * 4)
+    assert forward_flops(model, 1, 100) == pytest.approx(linear + ssd, rel=1e-12)
+    # L = 1: FFTs of length 2 cost 2.5 * 2 * log2(2) each
+    s4 = _build("s4", options={"d_state": 8})
+    conv = 64 * (2 * 5.0 + 6 * 2) + 64 * 5.0
+    linear = 2 * 2 * 64 * 128 + 2 * 64 * 32
+    assert forward_flops(s4, 1, 1) == pytest.approx(linear + 2 * (conv + 8 * 64 * 4 * 1), rel=1e-12)
+    # a model without blocks has only its Linear layers
+    assert forward_flops(nn.Sequential(nn.Linear(4, 8)), 2, 3) == 2 * 6 * 4 * 8
