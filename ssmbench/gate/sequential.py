@@ -18,13 +18,13 @@ Error rates, with alpha spending and a Bonferroni bound (a conservative repeated
 the looks are correlated), so that looking repeatedly does not inflate them:
 
 - false alarms (distribution-free): each case's level ``alpha`` (``--alpha``, per case as in the baseline mode)
-  is spent half at the first look where the signed-rank test can reach its share (its smallest p-value is
-  2^-n), half in equal parts at the settling look and the last look (below). An unchanged case is flagged at
-  some look with probability <= alpha under the signed-rank test's null (per-round log ratios symmetric about
-  0, which the alternating ABAB/BABA order gives an unchanged case). Every look also requires the ratio to
-  exceed the threshold, which under the null is itself rare. Splitting alpha over the m cases as well (alpha/m)
-  was tried: with a load burst every few rounds the signed-rank test then needs 12+ nearly unanimous rounds, and
-  a 1.3x slowdown went undetected in a quarter of the simulated cases.
+  is spent 40% at the first look where the signed-rank test can reach that share (its smallest p-value is
+  2^-n), 10% at the settling look (below) and the rest at the last look, where noisy cases need it most. An
+  unchanged case is flagged at some look with probability <= alpha under the signed-rank test's null (per-round
+  log ratios symmetric about 0, which the alternating ABAB/BABA order gives an unchanged case). Every look also
+  requires the ratio to exceed the threshold, which under the null is itself rare. Splitting alpha over the m
+  cases as well (alpha/m) was tried: with a load burst every few rounds the signed-rank test then needs 12+
+  nearly unanimous rounds, and a 1.3x slowdown went undetected in a quarter of the simulated cases.
 - missed regressions: ``beta`` per case is spent over the looks from FUTILITY_FROM up to the settling look
   (half at the first, the rest in equal parts; 2^-n <= beta_k, so each share is reachable): a case whose
   typical ratio is at the threshold stops as "inside" with probability <= beta (same symmetry assumption); a
@@ -36,7 +36,7 @@ clean but noisy case at the fixed design's rounds and misses nothing the fixed d
 cases beyond the threshold go on, up to twice ``--rounds`` (what the fixed design's re-measurement took). A case
 still undecided at the last look gets the ordinary verdict at the last look's level (``unsure`` when the ratio
 is beyond the threshold without significance). With alpha 0.01 and --rounds 10 a regression can be called at
-round 8 (2^-8 <= 0.005), 10 or 20; a clean case can stop from round 6.
+round 8 (p <= 0.004: all 8 rounds slower), 10 (p <= 0.001) or 20 (p <= 0.005); a clean case can stop from 6.
 """
 
 from __future__ import annotations
@@ -62,22 +62,23 @@ class Look:
     settle: bool = False  # the fixed design's length: a case not beyond the threshold stops here
 
 
+FIRST_SHARE, SETTLE_SHARE = 0.4, 0.1  # of alpha, at the first reachable look and the settling look; the rest last
+
+
 def _alpha_spending(total: float, ns: Sequence[int], settle_at: int | None = None) -> list[float]:
-    """``total`` over the looks ``ns``: half at the first look whose signed-rank test can reach it (2^-n <= its
-    share), the other half in equal parts at the settling look (when later) and the last look; all of it at the
-    last look when that is the first reachable one. Other looks get nothing: a share there would be too small to
-    reach once a round or two disagree."""
+    """``total`` over the looks ``ns``: FIRST_SHARE at the first look whose signed-rank test can reach it (2^-n <=
+    its share), SETTLE_SHARE at the settling look when later and reachable, the rest at the last look (all of it
+    there when no earlier look can reach its share). Other looks get nothing: a share there would be too small to
+    reach once a round or two disagree; the last look gets the most, for the noisy cases that need every round."""
     levels = [0.0] * len(ns)
-    first = next((i for i, n in enumerate(ns[:-1]) if 2.0 ** -n <= total / 2), None)
-    if first is None:
-        if ns and 2.0 ** -ns[-1] <= total:
-            levels[-1] = total
-        return levels
-    later = [i for i, n in enumerate(ns) if n == settle_at and first < i < len(ns) - 1] + [len(ns) - 1]
-    levels[first] = total / 2
-    for i in later:
-        share = total / 2 / len(later)
-        levels[i] = share if 2.0 ** -ns[i] <= share else 0.0
+    first = next((i for i, n in enumerate(ns[:-1]) if 2.0 ** -n <= total * FIRST_SHARE), None)
+    if first is not None:
+        levels[first] = total * FIRST_SHARE
+        settle = next((i for i, n in enumerate(ns[:-1]) if n == settle_at and i > first), None)
+        if settle is not None and 2.0 ** -ns[settle] <= total * SETTLE_SHARE:
+            levels[settle] = total * SETTLE_SHARE
+    rest = total - sum(levels)
+    levels[-1] = rest if ns and 2.0 ** -ns[-1] <= rest else 0.0
     return levels
 
 
