@@ -34,24 +34,36 @@ class Terminated(KeyboardInterrupt):
 
 
 def handle_termination() -> None:
-    """Make SIGTERM (kill, schedulers, systemd) and SIGHUP (closed terminal) behave like Ctrl-C."""
+    """Make SIGTERM (kill, schedulers, systemd) and SIGHUP (closed terminal) behave like Ctrl-C, and make the first
+    of these signals the one that counts.
+
+    The first raises (KeyboardInterrupt, or :class:`Terminated`): the sweep kills its workers and prints what is
+    saved. A second one while that clean-up runs is ignored, so it cannot cut the message short or interrupt an
+    exit handler (a traceback); a third exits at once (the workers die with the process: engine/lifeline.py).
+    """
+    import contextlib
+    import os
     import signal
 
-    def raise_terminated(signum: int, frame: object) -> None:
-        raise Terminated(signum)
+    seen = [0]
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    def on_signal(signum: int, frame: object) -> None:
+        seen[0] += 1
+        if seen[0] == 1:
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+        if seen[0] >= 3:
+            os._exit(128 + signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) is not signal.SIG_IGN:  # `nohup` ignores SIGHUP on purpose: keep it ignored
-            signal.signal(sig, raise_terminated)
+            with contextlib.suppress(ValueError):  # not the main thread (the CLI called from a thread): leave it
+                signal.signal(sig, on_signal)
 
 
 def interrupted_by(exc: BaseException) -> str:
-    """How the run was interrupted; from here on further signals are ignored, so that a second Ctrl-C while the
-    process exits cannot interrupt the clean-up (and print a traceback from an atexit handler)."""
+    """How the run was interrupted, for the one-line message."""
     import signal
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
     return f"interrupted by {signal.Signals(exc.signum).name}" if isinstance(exc, Terminated) else "interrupted"
 
 
@@ -125,8 +137,8 @@ def run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retr
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (see Terminated): the workers are killed already
         from ssmbench.store import finished_cases
 
-        done = len(finished_cases(out))
-        err_console.print(f"{interrupted_by(exc)}: {done} finished case(s) are saved in {escape(str(out))} (the case "
+        how, done = interrupted_by(exc), len(finished_cases(out))
+        err_console.print(f"{how}: {done} finished case(s) are saved in {escape(str(out))} (the case "
                           "in flight is not); run the same command again to resume", highlight=False)
         raise typer.Exit(exit_code(exc)) from None
     skipped = len(summary.outcomes) - len(summary.executed)
