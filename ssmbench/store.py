@@ -95,10 +95,10 @@ class WriteFailed(OSError):
         self.path, self.cause = path, cause
 
     def __str__(self) -> str:
-        # pyarrow's OSErrors carry no errno attribute, only "... [errno 28] ..." in their text
-        found = re.search(r"errno (\d+)", str(self.cause), re.IGNORECASE)
-        code = self.cause.errno or (int(found.group(1)) if found else None)
-        reason = self.cause.strerror or (os.strerror(code) if code else str(self.cause))
+        text = self.cause.strerror or str(self.cause)
+        found = re.search(r"\[errno (\d+)\]", text, re.IGNORECASE)  # pyarrow: "Error writing ... [errno 28] ..."
+        code = int(found.group(1)) if found else None
+        reason = os.strerror(code) if code else text
         return f"cannot write {self.path}: {reason}"
 
 
