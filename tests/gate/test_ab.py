@@ -96,3 +96,27 @@ def test_baseline_mode_passes_it_with_the_warning(repo, head_from, tmp_path):
     # the uniform slowdown shows only as a warning against the calibration
     assert slow.normalisation.suite_ratio > 1.3
     assert any("slower than the calibration predicts" in n for n in slow.notes), slow.notes
+
+
+def test_a_flag_needs_the_confirmation_pass(repo, monkeypatch):
+    """The first pass flags both cases; the confirmation (fresh workers, its own rounds) clears one of them."""
+    from ssmbench.gate import ab
+    from ssmbench.gate.baseline import case_key
+
+    path, suite, _ = repo
+    plan = gate.plan_check(suite)
+    calls = []
+
+    def fake(plan_, cases, sides, looks, on_progress):
+        calls.append([case_key(c) for c in cases])
+        keys = [case_key(c) for c in cases]
+        meas = gate.Measurements(values={(s.name, k): [1e-3] * 8 for s in sides for k in keys})
+        verdicts = ["regression"] * len(keys) if len(calls) == 1 else ["ok", "regression"]
+        return meas, {k: (v, None, 8) for k, v in zip(keys, verdicts, strict=True)}
+
+    monkeypatch.setattr(ab, "_sequential", fake)
+    result = run_against_ref(plan, "HEAD", repo=path)
+    assert len(calls) == 2 and calls[1] == calls[0]  # both flagged cases measured again
+    assert [(c.first_verdict, c.verdict) for c in result.cases] == [("regression", "ok"), ("regression", "regression")]
+    assert result.exit_code == 1
+    assert len(run_against_ref(plan, "HEAD", repo=path, remeasure=False).cases) == 2 and len(calls) == 3
