@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 import ssmbench.bench.timer as timer_mod
@@ -69,3 +71,28 @@ def test_cpu_peak_memory_sees_torch_tensors():
     if peak is None:
         pytest.skip("/proc/self/clear_refs not writable here")
     assert peak.delta_bytes >= 60 * 2**20
+
+
+def test_quantile_interpolates_between_neighbours():
+    """(survivors of the bench/timer.py mutation run)"""
+    from ssmbench.bench.timer import quantile
+
+    assert quantile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.5  # position 1.5: halfway between 2 and 3
+    assert quantile([1.0, 2.0, 3.0, 4.0, 5.0], 0.3) == pytest.approx(2.2)
+    assert quantile([1.0, 2.0, 3.0], 1.0) == 3.0 and quantile([1.0, 2.0, 3.0], 0.0) == 1.0
+    assert math.isnan(quantile([], 0.5))
+
+
+def test_measure_defaults_and_the_single_sample_minimum(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(timer_mod, "time", clock)
+
+    def quarter():  # exact in binary: the budget is reached exactly, not by rounding
+        clock.now += 0.25
+
+    t = measure(quarter, device="cpu")  # defaults: sample while under 2 s of budget
+    assert len(t.samples) == 8 and t.host_samples == []  # no host wall times on CPU
+    assert len(measure(lambda: None, device="cpu").samples) == 50  # free calls: capped at max_samples
+    assert len(measure(quarter, device="cpu", min_samples=1, budget_s=0.0).samples) == 1
+    with pytest.raises(ValueError, match=r"^min_samples must be >= 1$"):
+        measure(quarter, device="cpu", min_samples=-1)
