@@ -177,7 +177,7 @@ def test_a_failed_write_raises_write_failed_and_leaves_no_temporary_file(tmp_pat
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pq, "write_table", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):  # (no message: the interrupt itself is the behaviour)
         store.write_case(tmp_path, "r", tiny_case(), _ok(1.0))
     assert list((tmp_path / "parts").iterdir()) == []
 

@@ -168,7 +168,7 @@ def test_s4_optimiser_hints_reach_the_parameter_groups():
 def test_constant_schedule_is_constant_and_warmup_is_its_own_knob():
     assert {lr_factor(s, 100, 0, "constant") for s in range(100)} == {1.0}
     assert lr_factor(0, 100, 10, "constant") == pytest.approx(0.1) and lr_factor(10, 100, 10, "constant") == 1.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
         lr_factor(0, 10, 0, "linear")
 
 
