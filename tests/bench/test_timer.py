@@ -94,5 +94,8 @@ def test_measure_defaults_and_the_single_sample_minimum(monkeypatch):
     assert len(t.samples) == 8 and t.host_samples == []  # no host wall times on CPU
     assert len(measure(lambda: None, device="cpu").samples) == 50  # free calls: capped at max_samples
     assert len(measure(quarter, device="cpu", min_samples=1, budget_s=0.0).samples) == 1
+    calls = []
+    t = measure(lambda: calls.append(1), device="cpu", budget_s=0.0)  # default warm-up 2, minimum 5 samples
+    assert len(calls) == 2 + 5 and len(t.samples) == 5
     with pytest.raises(ValueError, match=r"^min_samples must be >= 1$"):
         measure(quarter, device="cpu", min_samples=-1)
