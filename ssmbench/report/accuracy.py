@@ -141,7 +141,12 @@ def plot_setting(grp: pd.DataFrame, path: Path, title: str) -> Path:
                 ax.plot(line[x_col], line[col], "-", marker=marker, color=color, label=f"{label} ({n} seeds)"
                         if n > 1 else label)
                 band = line[line[f"{prefix}_lo"].notna()]
-                if len(band):  # the 95% t-interval of the mean over seeds
+                if len(band) == 1:  # one length: the 95% t-interval as a bar (a band needs two points)
+                    x0 = float(band[x_col].iloc[0])
+                    ax.plot([x0, x0], [max(0.0, float(band[f"{prefix}_lo"].iloc[0])),
+                                       min(1.0, float(band[f"{prefix}_hi"].iloc[0]))], color=color, linewidth=8,
+                            alpha=0.25, solid_capstyle="butt")
+                elif len(band):  # the 95% t-interval of the mean over seeds
                     ax.fill_between(band[x_col], band[f"{prefix}_lo"].clip(0, 1), band[f"{prefix}_hi"].clip(0, 1),
                                     color=color, alpha=0.15, linewidth=0)
                 for x, seeds in zip(line[x_col], line[f"{prefix}_seeds"], strict=True):
