@@ -7,6 +7,7 @@ line on stderr; failed cases or a regression exit with 1; an interrupt exits wit
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -17,7 +18,7 @@ except ImportError:  # pragma: no cover - older typer with click as a dependency
     from click.exceptions import UsageError
 
 from ssmbench.cli import accuracy, check, crossover, env, generate, kernel, models, report, run, sweep
-from ssmbench.cli.common import err_console, exit_code, handle_termination, interrupted_by
+from ssmbench.cli.common import INTERRUPT, err_console, exit_code, handle_termination, interrupted_by
 from ssmbench.spec import SpecError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -51,6 +52,14 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort) as exc:
         err_console.print(f"{interrupted_by(exc)}: finished cases are saved; run the same command again to resume")
         sys.exit(exit_code(exc))
+    signum = INTERRUPT["signal"]
+    if signum is not None and not INTERRUPT["reported"]:
+        # a command without its own interrupt message (check, report, generate...): typer turned the interrupt
+        # into an exit code; say what happened and exit as a shell reports that signal
+        how = "interrupted" if signum == signal.SIGINT else f"interrupted by {signal.Signals(signum).name}"
+        err_console.print(f"{how}: stopped before finishing; nothing half-written was kept (sweeps resume with "
+                          "the same command)", highlight=False)
+        sys.exit(128 + signum)
     sys.exit(code if isinstance(code, int) else 0)
 
 

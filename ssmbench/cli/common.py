@@ -33,6 +33,11 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+# The first interrupting signal of this process and whether a command already said what it saved. typer returns an
+# exit code for an interrupt instead of raising it (standalone_mode=False), so app.main reads this afterwards.
+INTERRUPT: dict[str, Any] = {"signal": None, "reported": False}
+
+
 def handle_termination() -> None:
     """Make SIGTERM (kill, schedulers, systemd) and SIGHUP (closed terminal) behave like Ctrl-C, and make the first
     of these signals the one that counts.
@@ -50,6 +55,7 @@ def handle_termination() -> None:
     def on_signal(signum: int, frame: object) -> None:
         seen[0] += 1
         if seen[0] == 1:
+            INTERRUPT["signal"] = signum
             raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
         if seen[0] >= 3:
             os._exit(128 + signum)
@@ -140,6 +146,7 @@ def run_with_progress(cases: list, out: Path, *, force: bool, resume: bool, retr
         how, done = interrupted_by(exc), len(finished_cases(out))
         err_console.print(f"{how}: {done} finished case(s) are saved in {escape(str(out))} (the case "
                           "in flight is not); run the same command again to resume", highlight=False)
+        INTERRUPT["reported"] = True
         raise typer.Exit(exit_code(exc)) from None
     skipped = len(summary.outcomes) - len(summary.executed)
     if skipped:

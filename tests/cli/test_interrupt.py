@@ -47,3 +47,22 @@ def test_ctrl_c_exits_130_and_keeps_every_finished_case(tmp_path):
                      model_options=(("fault", "hang"),))
     to_run, done = select_pending(plan_sweep(spec), out, resume=True, force=False, retry_failed=False)
     assert [c.model for c in done] == ["transformer"] and [c.model for c in to_run] == ["faulty"]
+
+
+def test_sigterm_during_a_command_without_its_own_message_still_says_so(tmp_path):
+    # generate has no interrupt handling of its own: the CLI's entry point reports it and exits as the shell would
+    args = ["generate", "--model", "mamba", "--prompt-len", "8", "--new-tokens", "1000000", "--d-model", "16",
+            "--n-layers", "1", "--device", "cpu"]
+    proc = subprocess.Popen([sys.executable, "-m", "ssmbench", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        time.sleep(8.0)  # imports, model build, decoding
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in err
+    assert [x for x in err.splitlines() if x.startswith("interrupted by SIGTERM: stopped before finishing")]
