@@ -140,3 +140,20 @@ def test_json_names_the_models():
     assert d["faster_above"] == "mamba" and len(d["interval"]) == 2
     assert {p["faster"] for p in d["probes"]} <= {"mamba", "transformer", None}
     assert all(len(p["ci"]) == 2 and p["rounds"] >= 3 for p in d["probes"])
+
+
+def test_a_second_swap_several_lengths_above_the_first_bracket_is_found():
+    # A faster from ~150 to ~1k, B faster again from ~1k to ~1.6k, A faster beyond: checking only the next power of
+    # two above the first bracket (256) called this a single crossing at ~150
+    def ratio(n):
+        return 0.9 if 150 < n < 900 or n > 1700 else 1.1
+
+    fake = Synthetic(lambda n: 1e-6 * n * ratio(n), lambda n: 1e-6 * n, noise=0.01, seed=1)
+    r = search_crossover(fake, GRID, SearchSettings(rel_width=0.15, budget_s=1e9), clock=fake.clock)
+    assert r.answer == "crosses_more_than_once" and r.interval[0] <= 150 <= r.interval[1]
+
+
+def test_lengths_left_unchecked_above_the_bracket_are_named():
+    fake = Synthetic(*linear_vs_quadratic(100), noise=0.01, seed=0, cost_s=1.0)
+    r = search_crossover(fake, GRID, SearchSettings(rel_width=0.15, budget_s=60), clock=fake.clock)
+    assert r.answer == "crosses" and "another swap there is not excluded" in r.note
