@@ -37,9 +37,22 @@ def main() -> None:
 
     handle_termination()
     try:
+        _run(escape, (SpecError, UnknownName, BackendUnavailable))
+    finally:
+        if INTERRUPT["signal"] is not None:
+            # Exiting after an interrupt: ignore further ones. Python's finalisation puts back the default handler
+            # of every signal it handled, so a second Ctrl-C arriving during exit would otherwise kill the process
+            # by SIGINT (status -2) after the message and the exit code were already decided.
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    signal.signal(sig, signal.SIG_IGN)
+
+
+def _run(escape, usage_errors: tuple[type[BaseException], ...]) -> None:
+    try:
         # standalone_mode=False: usage errors come back as exceptions, printed below as one line (not a panel)
         code = app(standalone_mode=False)
-    except (SpecError, UnknownName, BackendUnavailable) as exc:
+    except usage_errors as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except UsageError as exc:
