@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 CFLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=fast", "-Wno-psabi")
@@ -86,3 +87,27 @@ def library_path(name: str) -> tuple[Path, bool]:
     build_dir = build_root() / name
     so = build_dir / f"{name}.so"
     return so, not so.exists() or (build_dir / "lock").exists()
+
+
+def load(source: Path, prefix: str, builder: Callable[[str, Path], None] | None = None):
+    """The ctypes library of ``source``: loaded from the cache, built first when no build matches this source, the
+    flags and the CPU. ``builder(name, build_dir)`` replaces :func:`build` (a module's own, patchable hook)."""
+    import ctypes
+
+    name = extension_name(prefix, source)
+    so, stale = library_path(name)
+    if stale:
+        if builder is not None:
+            builder(name, so.parent)
+        else:
+            build(source, name, so.parent)
+    return ctypes.CDLL(str(so))
+
+
+def probe(library: Callable[[], object]) -> str | None:
+    """None when ``library()`` builds (or is cached) and loads here, else why not (a backend's probe)."""
+    try:
+        library()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None

@@ -41,11 +41,7 @@ _BWD_ARGS = [_PTR] * 8 + [_INT] + [_I64] * 6 + [_PTR] * 3 + [_PTR] * 8 + [_INT]
 @cache
 def library() -> ctypes.CDLL:
     """The loaded kernel library, built first if no cached build matches this source, flags and CPU."""
-    name = _cpp.extension_name("ssmbench_cpu_scan", _SOURCE)
-    so, stale = _cpp.library_path(name)
-    if stale:
-        _build(name, so.parent)
-    lib = ctypes.CDLL(str(so))
+    lib = _cpp.load(_SOURCE, "ssmbench_cpu_scan", _build)
     for suffix in ("f32", "f64"):
         for kind, argtypes in (("fwd", _FWD_ARGS), ("bwd", _BWD_ARGS)):
             fn = getattr(lib, f"ssm_scan_{kind}_{suffix}")
@@ -56,11 +52,7 @@ def library() -> ctypes.CDLL:
 
 def probe() -> str | None:
     """None when the kernel builds (or is cached) and loads here, else why not."""
-    try:
-        library()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    return _cpp.probe(library)
 
 
 def padded_state_size(n: int) -> int:

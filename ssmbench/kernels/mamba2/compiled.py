@@ -31,11 +31,7 @@ _FWD_ARGS = [_PTR] * 6 + [_INT] + [_PTR] * 2 + [_I64] * 6 + [_PTR] * 2 + [_INT]
 @cache
 def library() -> ctypes.CDLL:
     """The loaded kernel library, built first if no cached build matches this source, flags and CPU."""
-    name = _cpp.extension_name("ssmbench_cpu_ssd", _SOURCE)
-    so, stale = _cpp.library_path(name)
-    if stale:
-        _cpp.build(_SOURCE, name, so.parent)
-    lib = ctypes.CDLL(str(so))
+    lib = _cpp.load(_SOURCE, "ssmbench_cpu_ssd")
     for suffix in ("f32", "f64"):
         fn = getattr(lib, f"ssd_fwd_{suffix}")
         fn.argtypes, fn.restype = _FWD_ARGS, _INT
@@ -44,11 +40,7 @@ def library() -> ctypes.CDLL:
 
 def probe() -> str | None:
     """None when the kernel builds (or is cached) and loads here, else why not."""
-    try:
-        library()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    return _cpp.probe(library)
 
 
 def _round_up(v: int, m: int) -> int:

@@ -23,11 +23,7 @@ _BWD_ARGS = [_PTR] * 9 + [_I64] * 3 + [_PTR] * 6 + [_INT]
 
 @cache
 def library() -> ctypes.CDLL:
-    name = _cpp.extension_name("ssmbench_cpu_cauchy", _SOURCE)
-    so, stale = _cpp.library_path(name)
-    if stale:
-        _cpp.build(_SOURCE, name, so.parent)
-    lib = ctypes.CDLL(str(so))
+    lib = _cpp.load(_SOURCE, "ssmbench_cpu_cauchy")
     for suffix in ("f32", "f64"):
         for kind, argtypes in (("fwd", _FWD_ARGS), ("bwd", _BWD_ARGS)):
             fn = getattr(lib, f"cauchy_{kind}_{suffix}")
@@ -37,11 +33,7 @@ def library() -> ctypes.CDLL:
 
 def probe() -> str | None:
     """None when the kernel builds (or is cached) and loads here, else why not."""
-    try:
-        library()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    return _cpp.probe(library)
 
 
 def _planar(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
