@@ -22,6 +22,15 @@ MaxMemory = Annotated[str | None, typer.Option(help="Cap each case's memory, e.g
                                                "of the worker; CUDA: allocator fraction). Over it: an oom row.")]
 SkipAfterOom = Annotated[bool, typer.Option(help="After a series runs out of memory, record its longer lengths "
                                             "as skipped instead of running them.")]
+# The run options every command that runs cases shares (sweep, run, kernel, accuracy), declared once.
+Force = Annotated[bool, typer.Option(help="Re-run cases that already have results.")]
+RetryFailed = Annotated[bool, typer.Option(help="Re-run cases whose stored status is not ok.")]
+DryRun = Annotated[bool, typer.Option(help="List the planned cases and exit.")]
+Executor = Annotated[str, typer.Option(help="local (one worker), local-gpus (one worker per GPU) or slurm "
+                                       "(submitit jobs).")]
+Gpus = Annotated[int | None, typer.Option(help="local-gpus: how many GPUs (default all).")]
+SlurmPartition = Annotated[str | None, typer.Option(help="slurm: partition.")]
+SlurmJobs = Annotated[int, typer.Option(help="slurm: number of array jobs sharing the cases.")]
 
 
 class Terminated(KeyboardInterrupt):

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ssmbench.cli.common import ResultsDir, Shard, parse_options, run_sweeps
+from ssmbench.cli.common import DryRun, Force, ResultsDir, RetryFailed, Shard, parse_options, run_sweeps
 from ssmbench.spec import SpecError
 
 
@@ -32,9 +32,9 @@ def kernel(
     timeout: Annotated[float, typer.Option(help="Seconds before a case is killed and recorded as timeout.")] = 600,
     threads: Annotated[int, typer.Option(help="torch CPU threads in the worker (0 = all cores).")] = 0,
     out: ResultsDir = Path("results"),
-    force: Annotated[bool, typer.Option(help="Re-run cases that already have results.")] = False,
-    retry_failed: Annotated[bool, typer.Option(help="Re-run cases whose stored status is not ok.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="List the planned cases and exit.")] = False,
+    force: Force = False,
+    retry_failed: RetryFailed = False,
+    dry_run: DryRun = False,
     in_process: Annotated[bool, typer.Option(help="Run cases in this process (debugging; no isolation).")] = False,
     shard: Shard = None,
 ) -> None:

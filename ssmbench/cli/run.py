@@ -8,19 +8,34 @@ from typing import Annotated
 
 import typer
 
-from ssmbench.cli.common import MaxMemory, ResultsDir, Shard, SkipAfterOom, console, run_sweeps, slurm_options
+from ssmbench.cli.common import (
+    DryRun,
+    Executor,
+    Force,
+    Gpus,
+    MaxMemory,
+    ResultsDir,
+    RetryFailed,
+    Shard,
+    SkipAfterOom,
+    SlurmJobs,
+    SlurmPartition,
+    console,
+    run_sweeps,
+    slurm_options,
+)
 
 
 def run(
     suite: Annotated[Path, typer.Argument(metavar="SUITE", help="A suite file, e.g. tasks/quick.toml.")],
     out: ResultsDir = Path("results"),
-    force: Annotated[bool, typer.Option(help="Re-run cases that already have results.")] = False,
-    retry_failed: Annotated[bool, typer.Option(help="Re-run cases whose stored status is not ok.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="List the planned cases and exit.")] = False,
-    executor: Annotated[str, typer.Option(help="local, local-gpus or slurm.")] = "local",
-    gpus: Annotated[int | None, typer.Option(help="local-gpus: how many GPUs (default all).")] = None,
-    slurm_partition: Annotated[str | None, typer.Option(help="slurm: partition.")] = None,
-    slurm_jobs: Annotated[int, typer.Option(help="slurm: number of array jobs sharing the cases.")] = 4,
+    force: Force = False,
+    retry_failed: RetryFailed = False,
+    dry_run: DryRun = False,
+    executor: Executor = "local",
+    gpus: Gpus = None,
+    slurm_partition: SlurmPartition = None,
+    slurm_jobs: SlurmJobs = 4,
     shard: Shard = None,
     max_memory: MaxMemory = None,
     skip_after_oom: SkipAfterOom = True,

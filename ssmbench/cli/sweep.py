@@ -8,7 +8,22 @@ from typing import Annotated
 
 import typer
 
-from ssmbench.cli.common import MaxMemory, ResultsDir, Shard, SkipAfterOom, parse_options, run_sweeps, slurm_options
+from ssmbench.cli.common import (
+    DryRun,
+    Executor,
+    Force,
+    Gpus,
+    MaxMemory,
+    ResultsDir,
+    RetryFailed,
+    Shard,
+    SkipAfterOom,
+    SlurmJobs,
+    SlurmPartition,
+    parse_options,
+    run_sweeps,
+    slurm_options,
+)
 
 
 def sweep(
@@ -38,15 +53,14 @@ def sweep(
     compile_: Annotated[str, typer.Option("--compile", help="eager, compiled (torch.compile of the forward, "
                                           "training step or decode step) or both: one case each.")] = "eager",
     out: ResultsDir = Path("results"),
-    force: Annotated[bool, typer.Option(help="Re-run cases that already have results.")] = False,
-    retry_failed: Annotated[bool, typer.Option(help="Re-run cases whose stored status is not ok.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="List the planned cases and exit.")] = False,
+    force: Force = False,
+    retry_failed: RetryFailed = False,
+    dry_run: DryRun = False,
     in_process: Annotated[bool, typer.Option(help="Run cases in this process (debugging; no isolation).")] = False,
-    executor: Annotated[str, typer.Option(help="local (one worker), local-gpus (one worker per GPU) or slurm "
-                                          "(submitit jobs).")] = "local",
-    gpus: Annotated[int | None, typer.Option(help="local-gpus: how many GPUs (default all).")] = None,
-    slurm_partition: Annotated[str | None, typer.Option(help="slurm: partition.")] = None,
-    slurm_jobs: Annotated[int, typer.Option(help="slurm: number of array jobs sharing the cases.")] = 4,
+    executor: Executor = "local",
+    gpus: Gpus = None,
+    slurm_partition: SlurmPartition = None,
+    slurm_jobs: SlurmJobs = 4,
     shard: Shard = None,
     max_memory: MaxMemory = None,
     skip_after_oom: SkipAfterOom = True,
