@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ssmbench import kernels
 from ssmbench.kernels import BackendUnavailable
+from ssmbench.kernels.mamba2 import backward as backward_mod
 from ssmbench.kernels.mamba2 import chunked as chunked_mod
 from ssmbench.kernels.mamba2 import compiled as compiled_ssd_mod
 from ssmbench.kernels.mamba2.chunked import ssd_chunked, stable_segsum
@@ -243,10 +244,76 @@ def test_compiled_matches_reference(compiled_ssd, shape: tuple, g: int) -> None:
         assert_same(run(compiled_ssd, args, Q, with_grad=False), run(ssd_ref, args, Q, with_grad=False), F64)
 
 
-def test_compiled_gradients(compiled_ssd) -> None:
-    # With gradients the call runs the chunked path: same function, exact gradients.
-    args = make_inputs(2, 2 * Q + 3, 4, 3, 2, 5, seed=16, **OPTION_SETS["all"])
-    assert_same(run(compiled_ssd, args, Q), run(ssd_ref, args, Q), F64)
+@pytest.mark.parametrize("g", [1, 2], ids=lambda g: f"g{g}")
+@pytest.mark.parametrize("shape", COMPILED_SHAPES.values(), ids=COMPILED_SHAPES.keys())
+def test_compiled_gradients(compiled_ssd, shape: tuple, g: int) -> None:
+    # With gradients the C++ forward also stores the chunk-entry states (padded p / n sliced off) and the GEMM
+    # backward (backward.py) runs from them.
+    length, p, n = shape
+    for options in ("all", "Dhp-z"):
+        args = make_inputs(2, length, 4, p, g, n, seed=16, **OPTION_SETS[options])
+        assert_same(run(compiled_ssd, args, Q), run(ssd_ref, args, Q), F64)
+
+
+# ---- the hand-written backward (backward.py), behind both chunked and compiled under autograd ---------------------
+def trainable_backends(require_compiled) -> dict:
+    require_compiled(compiled_ssd_mod.probe)
+    return {"chunked": ssd_chunked, "compiled": compiled_ssd_mod.ssd_compiled}
+
+
+@pytest.mark.parametrize("backend", ["chunked", "compiled"])
+def test_chunk_entry_states_are_the_reference_states(require_compiled, backend: str) -> None:
+    # s_prev[k] is the state after k·Q steps: the reference's final state on the first k·Q tokens.
+    args = make_inputs(2, 4 * Q + 3, 4, 3, 2, 5, seed=19, **OPTION_SETS["init"])
+    trainable_backends(require_compiled)
+    fwd = {"chunked": chunked_mod.forward_with_states, "compiled": compiled_ssd_mod.forward_with_states}[backend]
+    x, dt, A, B, C, S0 = (args[k] for k in ("x", "dt", "A", "B", "C", "initial_states"))
+    y, final, s_prev = fwd(x, dt, A, B, C, S0, Q)
+    assert s_prev.shape == (2, 5, 4, 5, 3)  # (b, ceil(l / Q), h, n, p)
+    for k in range(5):
+        _, want = ssd_ref(x[:, :k * Q], dt[:, :k * Q], A, B[:, :k * Q], C[:, :k * Q], Q, initial_states=S0,
+                          return_final_states=True)
+        torch.testing.assert_close(s_prev[:, k], want.transpose(-1, -2), **F64)
+    y_ref, final_ref = ssd_ref(x, dt, A, B, C, Q, initial_states=S0, return_final_states=True)
+    torch.testing.assert_close(y, y_ref, **F64)
+    torch.testing.assert_close(final, final_ref, **F64)
+
+
+@pytest.mark.parametrize("block_tokens", [1, Q, 3 * Q], ids=lambda t: f"block{t}")
+@pytest.mark.parametrize("backend", ["chunked", "compiled"])
+def test_backward_state_gradient_crosses_blocks(require_compiled, backend: str, block_tokens: int,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # The backward walks blocks of whole chunks from the last, carrying dS; 1 token rounds up to one chunk.
+    monkeypatch.setattr(backward_mod, "BWD_BLOCK_TOKENS", block_tokens)
+    fn = trainable_backends(require_compiled)[backend]
+    args = make_inputs(1, 7 * Q + 5, 4, 3, 2, 5, seed=20, **OPTION_SETS["all"])
+    assert_same(run(fn, args, Q), run(ssd_ref, args, Q), F64)
+
+
+@pytest.mark.parametrize("backend", ["chunked", "compiled"])
+def test_backward_of_y_alone_and_of_some_inputs(require_compiled, backend: str) -> None:
+    # No gradient reaches the final state (dfinal is None), and only x and B require one.
+    fn = trainable_backends(require_compiled)[backend]
+    args = make_inputs(2, 3 * Q + 1, 4, 3, 1, 5, seed=21, D="h")
+    grads = {}
+    for name, f in (("got", fn), ("want", ssd_ref)):
+        x, B = args["x"].clone().requires_grad_(), args["B"].clone().requires_grad_()
+        y = f(x, args["dt"], args["A"], B, args["C"], Q, D=args["D"])
+        grads[name] = torch.autograd.grad((y * y.detach().sin()).sum(), (x, B))
+    for got, want in zip(grads["got"], grads["want"], strict=True):
+        torch.testing.assert_close(got, want, **F64)
+
+
+def test_backward_strong_decay_and_float32(require_compiled) -> None:
+    # Decays of e^-60 per step zero whole chunks' carries; float32 gradients stay within float32 tolerances.
+    fns = trainable_backends(require_compiled)
+    args = make_inputs(1, 5 * Q + 2, 4, 8, 2, 16, seed=22, **OPTION_SETS["all"])
+    args["A"] = torch.tensor([-20.0, -60.0, -1e-3, -1.0], dtype=torch.float64)
+    want = run(ssd_ref, args, Q)
+    for fn in fns.values():
+        assert_same(run(fn, args, Q), want, F64)
+        got = run(fn, as_dtype(args, torch.float32), Q)
+        assert_same(got, (want[0].float(), want[1], {k: v.float() for k, v in want[2].items()}), F32)
 
 
 def test_compiled_rescales_strong_decay(compiled_ssd) -> None:

@@ -52,6 +52,23 @@ def test_prefill_leaves_the_state_step_would(prompt_len: int) -> None:
     torch.testing.assert_close(torch.stack(nxt[0::2]), torch.stack(nxt[1::2]), **TIGHT)
 
 
+def test_training_gradients_on_the_auto_backend_equal_the_reference() -> None:
+    # On CPU "auto" is the compiled SSD (or chunked without a toolchain), whose backward is the hand-written GEMM
+    # one (kernels/mamba2/backward.py); every parameter's gradient must match the sequential recurrence's.
+    from ssmbench import kernels
+
+    grads = {}
+    for backend in ("auto", "reference"):
+        torch.manual_seed(0)
+        model = tiny(ngroups=2, backend=backend).build().double()
+        model(tokens(2, 11)).square().mean().backward()
+        if backend == "auto":
+            assert kernels.last_backend("ssd") in ("compiled", "chunked")
+        grads[backend] = {k: p.grad for k, p in model.named_parameters()}
+    for name, g in grads["auto"].items():
+        torch.testing.assert_close(g, grads["reference"][name], **TIGHT, msg=lambda m, n=name: f"{n}: {m}")
+
+
 def test_model_trains_on_a_tiny_fixed_batch(fit_fixed_batch, no_mixing_floor) -> None:
     torch.manual_seed(0)
     model = tiny(d_model=32, headdim=16).build()

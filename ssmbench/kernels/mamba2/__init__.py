@@ -28,12 +28,13 @@ BACKENDS: tuple[Backend, ...] = (
     Backend("reference", "ssmbench.kernels.mamba2.reference:ssd_ref", priority={"cpu": 0, "cuda": 0},
             description="sequential recurrence over L (the oracle; float64-capable)"),
     Backend("chunked", "ssmbench.kernels.mamba2.chunked:ssd_chunked", priority={"cpu": 2, "cuda": 1},
-            description="chunked SSD in PyTorch (stable segsum, CBᵀ per group, blocked for memory)"),
+            description="chunked SSD in PyTorch (stable segsum, CBᵀ per group, blocked for memory), "
+                        "hand-written GEMM backward"),
     Backend("compiled", "ssmbench.kernels.mamba2.compiled:ssd_compiled", devices=("cpu",), priority={"cpu": 3},
             probe="ssmbench.kernels.mamba2.compiled:probe", requires=("cmd:c++", "cmd:ninja"),
             opaque=True,
             description="C++/OpenMP register-blocked recurrence (needs a C++ compiler and ninja); "
-                        "with gradients it runs the chunked path"),
+                        "with gradients it saves chunk states for the GEMM backward"),
     Backend("minimal", "ssmbench.kernels.mamba2.minimal:ssd_minimal",
             description="the Mamba-2 paper's ssd_minimal_discrete (Listing 1), einsum chunks (the peer)"),
     Backend("triton", "ssmbench.kernels.mamba2.triton:ssd_triton", devices=("cuda",), priority={"cuda": 2},

@@ -13,7 +13,9 @@ Chunks are processed in *blocks* of several chunks (steps 1–4 vectorised withi
 block to block), so the quadratic (Q × Q) and state intermediates scale with the block, not with L: peak memory
 stays near the size of the inputs and outputs. L need not be a multiple of Q: the last block is zero-padded with
 dt = 0, which makes padded steps the identity on the state. Heads are split as (g, r) with r = h / g, so B and C
-are never copied per head. Everything is plain autograd, so gradients come for free.
+are never copied per head. With gradients the blocks run without autograd, keeping only the chunk-entry states,
+and ``backward.py`` computes every gradient from batched GEMMs (autograd through these blocks was 3x slower than
+the paper's listing at L=16k).
 """
 
 from __future__ import annotations
@@ -49,9 +51,10 @@ def block_len(chunk: int) -> int:
     return chunk * max(1, BLOCK_TOKENS // chunk)
 
 
-def _ssd_block(x, dt, A, B, C, chunk: int, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _ssd_block(x, dt, A, B, C, chunk: int, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One block of whole chunks. x: (b, T, h, p); dt: (b, T, h) processed; A: (h,); B, C: (b, T, g, n);
-    state: (b, g, n, r, p) entering the block. Returns y (b, T, h, p) without D/z, and the state leaving it."""
+    state: (b, g, n, r, p) entering the block. Returns y (b, T, h, p) without D/z, the state leaving the block and
+    the states entering each of its K chunks, (b, g, K, n, r·p)."""
     b, T, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     r, ct = h // g, dt.dtype
@@ -93,7 +96,25 @@ def _ssd_block(x, dt, A, B, C, chunk: int, state: torch.Tensor) -> tuple[torch.T
     # 4. state -> output, per group: (Q × n)·(n × r·p), scaled per head by the decay since the chunk start.
     y = (Cc @ s_prev).view(b, g, K, chunk, r, p) * log_cum.exp().transpose(-1, -2)[..., None]
     y = (y + y_diag.transpose(3, 4)).permute(0, 2, 3, 1, 4, 5).reshape(b, K * chunk, h, p)  # a view when g == 1
-    return y[:, :T], state
+    return y[:, :T], state, s_prev
+
+
+def forward_with_states(x, dt, A, B, C, S0, chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The core op for ``backward.ssd_trainable`` (compute-dtype inputs, dt processed, no D / z): y (b, l, h, p),
+    final (b, h, p, n) and the state entering every chunk, (b, ceil(l / chunk), h, n, p)."""
+    b, length, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    r = h // g
+    state = x.new_zeros(b, g, n, r, p) if S0 is None else S0.reshape(b, g, r, p, n).permute(0, 1, 4, 2, 3)
+    y = x.new_empty(b, length, h, p)
+    s_prev = x.new_empty(b, math.ceil(length / chunk), g, r, n, p)
+    step = block_len(chunk)
+    for t0 in range(0, length, step):
+        sl = slice(t0, min(t0 + step, length))
+        y[:, sl], state, sp = _ssd_block(x[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], chunk, state)
+        k0 = t0 // chunk
+        s_prev[:, k0:k0 + sp.shape[2]] = sp.view(b, g, -1, n, r, p).permute(0, 2, 1, 4, 3, 5)
+    return y, state.permute(0, 1, 3, 4, 2).reshape(b, h, p, n), s_prev.view(b, -1, h, n, p)
 
 
 def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False,
@@ -104,6 +125,13 @@ def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_sof
     Returns y (b, l, h, p) in x's dtype [, final_states (b, h, p, n) in float32, float64 for float64 inputs].
     """
     b, length, h, p, g, n = check_ssd_inputs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states)
+    tensors = (x, dt, A, B, C, D, z, dt_bias, initial_states)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        from ssmbench.kernels.mamba2.backward import ssd_trainable  # it imports this module
+
+        return ssd_trainable(forward_with_states, x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias,
+                             dt_softplus=dt_softplus, initial_states=initial_states,
+                             return_final_states=return_final_states)
     r, chunk = h // g, int(chunk_size)
     ct = compute_dtype(x)
     dtc = process_dt(dt, dt_bias, dt_softplus, ct)
@@ -116,7 +144,7 @@ def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_sof
     step = block_len(chunk)
     for t0 in range(0, length, step):
         sl = slice(t0, min(t0 + step, length))
-        yb, state = _ssd_block(x[:, sl], dtc[:, sl], Ac, B[:, sl], C[:, sl], chunk, state)
+        yb, state, _ = _ssd_block(x[:, sl], dtc[:, sl], Ac, B[:, sl], C[:, sl], chunk, state)
         # Writing into slices of a fresh tensor is autograd-safe (CopySlices) and avoids a final torch.cat copy.
         y[:, sl] = apply_skip_and_gate(yb, x[:, sl], D, None if z is None else z[:, sl])
     if not return_final_states:

@@ -16,7 +16,9 @@
 // Layouts (contiguous): x, z, y : (b, l, h, p);  dt : (b, l, h) (already dt_bias + softplus);  A : (h,);
 // B, C : (b, l, g, n);  D : (h,) or (h, p) (d_per_p);  S0, final : (b, h, p, n). Head i reads group i / (h/g).
 // The caller pads p to a multiple of W and n to a multiple of NB (zeros: padded lanes and rows stay 0).
-// Epilogue per (head, lane block): y = (y + D x) * silu(z) when D / z are given.
+// Epilogue per (head, lane block): y = (y + D x) * silu(z) when D / z are given. With a checkpoint buffer the
+// forward also stores the state at the start of every chunk of Q steps, which the chunked backward (backward.py)
+// starts from: the rows are in registers at that moment, so this costs one store of n x W values per chunk.
 
 #include <omp.h>
 
@@ -126,13 +128,15 @@ inline void tile_steps(V* __restrict Sm, const T* __restrict dec, const T* __res
   for (int j = 0; j < NB; ++j) Sm[j] = S[j] * P;
 }
 
+// ckpt (optional): the state at the start of every chunk of Q steps, (b, ceil(l / Q), h, n, p), for the backward.
 template <typename T>
-void forward(const Args<T>& a, T* y, T* final, int nthreads) {
+void forward(const Args<T>& a, T* y, T* final, T* ckpt, int64_t Q, int nthreads) {
   constexpr int W = 64 / sizeof(T);  // lanes of one 512-bit vector
   typedef T V __attribute__((vector_size(64)));
   const int64_t l = a.l, h = a.h, p = a.p, n = a.n, g = a.g;
   const int64_t pblocks = p / W, tasks = a.b * h * pblocks, rpg = h / g;
   const int64_t xs = h * p, bs = g * n;  // strides of one time step in x, y, z and in B, C
+  const int64_t nck = ckpt ? (l + Q - 1) / Q : 0;
   // Each thread owns a fixed range of (batch, head, lane block) tasks and walks the sequence in spans of SPAN
   // steps, running all of its tasks over one span before the next: the span's B and C rows (shared by every head
   // of a group) are then read from L2 once per thread, not once per task, and each task's n x W state waits in
@@ -178,8 +182,16 @@ void forward(const Args<T>& a, T* y, T* final, int nthreads) {
         V* S = states + (task - k0) * n;
         // Time blocks of TB steps, every row block within one: the block's x, y, B, C lines stay in L1 across
         // the n / NB row blocks.
-        for (int64_t t0 = s0; t0 < s1; t0 += TB) {
-          const int64_t t1 = std::min(s1, t0 + TB);
+        // With checkpoints, time blocks also end at chunk boundaries, where the state (all n rows) is stored.
+        for (int64_t t0 = s0, t1; t0 < s1; t0 = t1) {
+          t1 = std::min(s1, t0 + TB);
+          if (ckpt) {
+            if (t0 % Q == 0) {
+              T* __restrict ck = ckpt + ((bi * nck + t0 / Q) * h + hi) * n * p + p0;
+              for (int64_t k = 0; k < n; ++k) std::memcpy(ck + k * p, S + k, sizeof(V));
+            }
+            t1 = std::min(t1, (t0 / Q + 1) * Q);
+          }
           for (int64_t n0 = 0; n0 < n; n0 += NB) {
             tile_steps<T, V>(S + n0, dec - s0, dts - s0, xb, yb, Bb + n0, Cb + n0, xs, bs, t0, t1, n0 == 0);
           }
@@ -216,14 +228,14 @@ void forward(const Args<T>& a, T* y, T* final, int nthreads) {
 }
 
 template <typename T>
-int fwd_entry(const Args<T>& a, T* y, T* final, int nthreads) {
+int fwd_entry(const Args<T>& a, T* y, T* final, T* ckpt, int64_t Q, int nthreads) {
   constexpr int W = 64 / sizeof(T);
   if (a.b < 0 || a.l < 0 || a.h <= 0 || a.g <= 0 || a.h % a.g || a.p % W || a.n % NB || a.p <= 0 || a.n <= 0 ||
-      nthreads <= 0) {
+      nthreads <= 0 || (ckpt && Q <= 0)) {
     return 1;
   }
   try {
-    forward<T>(a, y, final, nthreads);
+    forward<T>(a, y, final, ckpt, Q, nthreads);
   } catch (...) {  // std::bad_alloc for the scratch buffers
     return 3;
   }
@@ -233,11 +245,12 @@ int fwd_entry(const Args<T>& a, T* y, T* final, int nthreads) {
 }  // namespace
 
 #define SSD_DEFINE(SUFFIX, T)                                                                                      \
-  extern "C" int ssd_fwd_##SUFFIX(const T* x, const T* dt, const T* A, const T* B, const T* C, const T* D,        \
-                                  int d_per_p, const T* z, const T* S0, int64_t b, int64_t l, int64_t h,          \
-                                  int64_t p, int64_t g, int64_t n, T* y, T* final, int nthreads) {                \
+  extern "C" int ssd_fwd_##SUFFIX(const T* x, const T* dt, const T* A, const T* B, const T* C, const T* D,         \
+                                  int d_per_p, const T* z, const T* S0, int64_t b, int64_t l, int64_t h,           \
+                                  int64_t p, int64_t g, int64_t n, T* y, T* final, T* ckpt, int64_t Q,             \
+                                  int nthreads) {                                                                  \
     const Args<T> a{x, dt, A, B, C, D, z, S0, d_per_p, b, l, h, p, g, n};                                          \
-    return fwd_entry(a, y, final, nthreads);                                                                       \
+    return fwd_entry(a, y, final, ckpt, Q, nthreads);                                                              \
   }
 
 SSD_DEFINE(f32, float)
