@@ -97,6 +97,8 @@ def _inputs(case: Case):
         else:
             Lam, P0, B0, _ = nplr_legs(N)
             A, P, B = (t.repeat(H, 1).to(dev, cplx) for t in (Lam, P0, B0))
+        # mode dplr: C stands for C̃ (what the S4-DPLR model trains and its forward passes), so the cauchy backends
+        # time exactly the model's kernel computation: Cauchy sums + Woodbury + the Δ-dependent terms + irfft.
         args = [t for t in (dt, A, B, C, P) if t is not None]
         return (lambda: kernels.s4_kernel(dt, A, B, C, L, P=P, mode=mode, backend=case.backend)), args
     raise ValueError(f"unknown kernel op '{case.model}'; known: {', '.join(KERNEL_OPS)}")

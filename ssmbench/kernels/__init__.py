@@ -135,7 +135,8 @@ def causal_conv1d(x, weight, bias=None, activation: str | None = None, backend: 
 def s4_kernel(dt, A, B, C, L: int, P=None, mode: str = "diag", backend: str = "auto"):
     """S4 convolution kernel K (h, L), real. dt: (h,); A, B, C, P: (h, n/2) complex (conjugate pairs kept once).
 
-    mode "diag": S4D with ZOH; mode "dplr": S4 with bilinear discretisation of A = Λ − P P* (pass Λ as A).
+    mode "diag": S4D with ZOH; mode "dplr": S4 with bilinear discretisation of A = Λ − P P* (pass Λ as A), where C
+    is C̃ = C (I − Ā^L), S4's trained parameter (``kernels.s4.ctilde`` converts between C, C̃ and lengths).
     "auto" runs the fastest available backend of the mode (vandermonde / cauchy_compiled > cauchy).
     """
     if backend == "auto":

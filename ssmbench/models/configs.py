@@ -243,7 +243,8 @@ class S4DPLRConfig(ModelConfig):
     d_model: int = 256
     n_layers: int = 2
     vocab_size: int = 256
-    backend: str = "auto"  # s4_kernel backend: cauchy_compiled > cauchy (auto) | cauchy_naive | reference
+    backend: str = "auto"  # s4_kernel backend: cauchy_compiled > cauchy (auto) | cauchy_naive | reference; all take
+    # C̃ = C (I − Ā^ℓ), the trained parameter (S4's parametrisation; models/s4.py converts it when ℓ changes)
     d_state: int = 64  # real state size per channel (32 complex pairs)
     dt_min: float = 1e-3
     dt_max: float = 1e-1

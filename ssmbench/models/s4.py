@@ -11,11 +11,17 @@ and a ``SequenceModel`` wraps it with pre-norm residual blocks. Parameters (stor
 - A = −exp(A_log_real) + i·A_imag with Re A = −1/2 at init (negative real part by construction);
 - S4D: B = 1 (folded into C, as in S4D), C ~ CN(0, 1); init "lin" (A_n = −1/2 + iπn) or "inv";
 - S4-DPLR: (Λ, P, B) from the diagonalised NPLR form of HiPPO-LegS, C ~ CN(0, 1), A_full = Λ − P P*.
+  As in S4, the trained output vector is C̃ = C (I − Ā^ℓ) for the layer's kernel length ℓ (``l_kernel``, a
+  buffer), which is what the Cauchy kernel consumes, so a forward pass never forms Ā^ℓ. ``l_kernel`` = 0 (a new
+  layer) means the parameter still holds the plain C: the first forward at length L converts it to C̃ for ℓ = L.
+  A longer input doubles ℓ (C̃_{2ℓ} = C̃_ℓ (I + Ā^ℓ)) until ℓ ≥ L; a shorter one uses the length-ℓ kernel cut to L
+  (K_l = C Ā^l B̄ does not depend on ℓ). Both conversions run under no_grad and rewrite the parameter in place.
 A, B, P and dt carry ``_optim = {"lr": 1e-3, "weight_decay": 0.0}`` (S4's convention for SSM parameters).
 
 Decode: S4D keeps a complex diagonal state (b, H, N/2): x_k = Ā x_{k−1} + B̄ u_k, y = 2 Re(C x_k) + D u_k.
 S4-DPLR keeps the real state (b, H, N) of the dense real form and steps with the dense discrete (Ā, B̄) (N×N per
-channel), computed once by ``allocate_inference_cache`` (call it again after changing parameters). Either way
+channel) and C = C̃ (I − Ā^ℓ)^{-1}, computed once by ``allocate_inference_cache`` (call it again after changing
+parameters). Either way
 the state holds d_state real numbers per channel.
 """
 
@@ -28,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmbench import kernels
+from ssmbench.kernels.s4.ctilde import c_from_ctilde, ctilde
 from ssmbench.kernels.s4.hippo import nplr_legs, s4d_init
 from ssmbench.kernels.s4.reference import dplr_dense, zoh_discretize
 from ssmbench.models.blocks import SequenceModel, interleave
@@ -60,6 +67,10 @@ class S4Layer(nn.Module):
             A, P, B, _ = nplr_legs(d_state)
             self.P = _real_param(P.repeat(H, 1))
             self.B = _real_param(B.repeat(H, 1))
+            # length ℓ of the C̃ held in self.C (0: plain C); a buffer so it travels with C in the state dict, mirrored
+            # in a Python int so that reading it costs no device sync (and no graph break under torch.compile)
+            self.register_buffer("l_kernel", torch.zeros((), dtype=torch.long))
+        self._l_kernel = 0
         A = A.repeat(H, 1)
         self.log_dt = nn.Parameter(log_dt)
         self.A_log_real = nn.Parameter(torch.log(-A.real).float())
@@ -89,11 +100,43 @@ class S4Layer(nn.Module):
         # Kernels and FFTs run in float32 at least: half-precision phases exp(i·l·ΔA) are useless for long L.
         return torch.float64 if self.log_dt.dtype == torch.float64 else torch.float32
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.mode == "dplr":
+            self._l_kernel = int(self.l_kernel)
+
+    @torch.no_grad()
+    def _setup_ctilde(self, L: int) -> None:
+        """Make self.C hold C̃ for a kernel length ℓ ≥ L (module docstring): C -> C̃_L, or doublings of ℓ."""
+        if self._l_kernel >= L:
+            return
+        p = self.ssm_params(self._compute_dtype())
+        C, length = p["C"], self._l_kernel
+        if length == 0:
+            C, length = ctilde(p["dt"], p["A"], p["P"], C, L), L
+        while length < L:
+            C, length = ctilde(p["dt"], p["A"], p["P"], C, length, sign=1), 2 * length
+        self.C.copy_(torch.view_as_real(C).to(self.C.dtype))
+        self._l_kernel = length
+        self.l_kernel.fill_(length)
+
+    def output_vector(self, dtype: torch.dtype) -> torch.Tensor:
+        """The recurrence's C (H, N2) complex: self.C itself for S4D, C̃ (I − Ā^ℓ)^{-1} for S4-DPLR."""
+        p = self.ssm_params(dtype)
+        if self.mode == "diag" or self._l_kernel == 0:
+            return p["C"]
+        return c_from_ctilde(p["dt"], p["A"], p["P"], p["C"], self._l_kernel)
+
     def kernel(self, L: int) -> torch.Tensor:
         """The SSM convolution kernel K (H, L) in the compute dtype."""
+        length = L
+        if self.mode == "dplr":
+            self._setup_ctilde(L)
+            length = self._l_kernel
         p = self.ssm_params(self._compute_dtype())
-        return kernels.s4_kernel(p["dt"], p["A"], p["B"], p["C"], L, P=p.get("P"), mode=self.mode,
-                                 backend=self.backend)
+        K = kernels.s4_kernel(p["dt"], p["A"], p["B"], p["C"], length, P=p.get("P"), mode=self.mode,
+                              backend=self.backend)
+        return K if length == L else K[:, :L]
 
     def _output(self, y: torch.Tensor) -> torch.Tensor:
         """GELU -> Linear(H, 2H) -> GLU on (..., H)."""
@@ -114,7 +157,7 @@ class S4Layer(nn.Module):
             return {"state": torch.zeros(batch, self.d_model, self.d_state // 2, device=device, dtype=cdtype)}
         with torch.no_grad():
             p = self.ssm_params(real)
-            self._step_matrices = dplr_dense(p["dt"], p["A"], p["P"], p["B"], p["C"])
+            self._step_matrices = dplr_dense(p["dt"], p["A"], p["P"], p["B"], self.output_vector(real))
         return {"state": torch.zeros(batch, self.d_model, self.d_state, device=device, dtype=real)}
 
     def prefill(self, x: torch.Tensor, cache: dict) -> torch.Tensor:

@@ -7,12 +7,15 @@ S4 tolerances.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from ssmbench import kernels
 from ssmbench.kernels import BackendUnavailable
+from ssmbench.kernels.s4.compiled import probe
+from ssmbench.kernels.s4.ctilde import ctilde
 from ssmbench.kernels.s4.diag import block_size
 from ssmbench.kernels.s4.hippo import hippo_legs, nplr_legs, s4d_init
 from ssmbench.kernels.s4.reference import bilinear_discretize
@@ -74,18 +77,21 @@ def test_s4d_vandermonde_float32(L: int) -> None:
 CAUCHY = ("cauchy", "cauchy_compiled", "cauchy_naive")
 
 
-def usable(backend: str) -> str:
-    """The backend name, or a skip when it cannot run here (cauchy_compiled needs a C++ toolchain)."""
-    status = {b.name: b for b in kernels.backends("s4_kernel", "cpu")}[backend]
-    if not status.available:
-        pytest.skip(f"{backend}: {status.reason}")
-    return backend
+@pytest.fixture
+def usable(require_compiled) -> Callable[[str], str]:
+    """``usable(backend)``: the backend name; cauchy_compiled skips only without a C++ toolchain (a failed build
+    fails: conftest)."""
+    def check(backend: str) -> str:
+        if backend == "cauchy_compiled":
+            require_compiled(probe)
+        return backend
+    return check
 
 
 @pytest.mark.parametrize("backend", CAUCHY)
 @pytest.mark.parametrize("L", [1, 5, 16, 33], ids=lambda v: f"L{v}")
 @pytest.mark.parametrize("N", [2, 4, 8], ids=lambda v: f"N{v}")
-def test_dplr_cauchy_matches_dense_recurrence(N: int, L: int, backend: str) -> None:
+def test_dplr_cauchy_matches_dense_recurrence(N: int, L: int, backend: str, usable: Callable[[str], str]) -> None:
     p = make_params(3, N, "dplr", seed=N + L)
     ref = kernel(p, L, "dplr", "reference")
     out = kernel(p, L, "dplr", usable(backend))
@@ -95,7 +101,7 @@ def test_dplr_cauchy_matches_dense_recurrence(N: int, L: int, backend: str) -> N
 
 @pytest.mark.parametrize("backend", CAUCHY)
 @pytest.mark.parametrize("L", [64, 200], ids=lambda v: f"L{v}")
-def test_dplr_cauchy_matches_dense_recurrence_n64(L: int, backend: str) -> None:
+def test_dplr_cauchy_matches_dense_recurrence_n64(L: int, backend: str, usable: Callable[[str], str]) -> None:
     p = make_params(2, 64, "dplr", dt_range=(1e-3, 1e-1), seed=L)
     ref = kernel(p, L, "dplr", "reference")
     torch.testing.assert_close(kernel(p, L, "dplr", usable(backend)), ref, rtol=1e-8,
@@ -103,7 +109,7 @@ def test_dplr_cauchy_matches_dense_recurrence_n64(L: int, backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", CAUCHY)
-def test_dplr_float32_close_to_float64(backend: str) -> None:
+def test_dplr_float32_close_to_float64(backend: str, usable: Callable[[str], str]) -> None:
     p64 = make_params(4, 64, "dplr", dt_range=(1e-3, 1e-1))
     p32 = {k: v.to(torch.complex64 if v.is_complex() else torch.float32) for k, v in p64.items()}
     ref = kernel(p64, 512, "dplr", "reference")
@@ -113,7 +119,7 @@ def test_dplr_float32_close_to_float64(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", ["cauchy", "cauchy_compiled"])
-def test_dplr_backward_saves_no_per_frequency_reciprocals(backend: str) -> None:
+def test_dplr_backward_saves_no_per_frequency_reciprocals(backend: str, usable: Callable[[str], str]) -> None:
     """Training memory: nothing of size (H, N, F) is saved for backward (cauchy_naive saves every chunk's)."""
     H, N, L = 4, 16, 512
     p = {k: v.requires_grad_(True) for k, v in make_params(H, N, "dplr").items()}
@@ -159,15 +165,16 @@ def test_dplr_kernel_equals_hippo_in_original_basis(N: int) -> None:
         ref.append((c * x).sum(-1))
         x = (dA @ x[..., None])[..., 0]
     ref = torch.stack(ref, dim=-1)
-    out = kernels.s4_kernel(dt, Lam.expand(2, -1), B_t.expand(2, -1), c.to(torch.complex128) @ V_h, L,
-                            P=P_t.expand(2, -1), mode="dplr")
+    Lam2, P2 = Lam.expand(2, -1), P_t.expand(2, -1)
+    Ct = ctilde(dt, Lam2, P2, c.to(torch.complex128) @ V_h, L)  # the kernel takes C̃ = C (I − Ā^L)
+    out = kernels.s4_kernel(dt, Lam2, B_t.expand(2, -1), Ct, L, P=P2, mode="dplr")
     torch.testing.assert_close(out, ref, rtol=1e-8, atol=1e-10 * ref.abs().max().item())
 
 
 @pytest.mark.parametrize("mode,fast", [("diag", "vandermonde"), ("dplr", "cauchy"), ("dplr", "cauchy_compiled"),
                                        ("dplr", "cauchy_naive")])
 @pytest.mark.parametrize("L", [1, 6, 33], ids=lambda v: f"L{v}")
-def test_kernel_gradients_match_reference(mode: str, fast: str, L: int) -> None:
+def test_kernel_gradients_match_reference(mode: str, fast: str, L: int, usable: Callable[[str], str]) -> None:
     """Gradients of every kernel parameter (dt, A, B, C, P) through the fast path == through the recurrence."""
     fast = usable(fast)
     p = make_params(3, 8, mode, "inv", seed=L)

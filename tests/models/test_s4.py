@@ -142,3 +142,28 @@ def test_registry_entries() -> None:
 def test_config_validation(cls: type, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         cls(**kwargs)
+
+
+def test_dplr_length_change_keeps_the_system() -> None:
+    """C̃ is converted on length change (S4's doubling): a layer first run at 16 then at 40 (ℓ doubles to 64) gives
+    the outputs of a fresh copy run at 40 directly, a shorter input reuses ℓ, and decode still equals forward."""
+    torch.manual_seed(0)
+    layer = S4Layer(6, d_state=10, mode="dplr").double()
+    fresh = copy.deepcopy(layer)
+    x = torch.randn(2, 40, 6, dtype=torch.float64)
+    with torch.no_grad():
+        layer(x[:, :16])
+        assert layer._l_kernel == 16 and int(layer.l_kernel) == 16
+        y = layer(x)
+        assert layer._l_kernel == 64
+        torch.testing.assert_close(y, fresh(x), rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(layer(x[:, :9]), y[:, :9], rtol=1e-9, atol=1e-11)
+        assert layer._l_kernel == 64
+        cache = layer.allocate_inference_cache(2, 40, torch.float64)
+        steps = torch.stack([layer.step(x[:, t], cache) for t in range(40)], dim=1)
+    torch.testing.assert_close(steps, y, rtol=1e-9, atol=1e-10)
+    loaded = S4Layer(6, d_state=10, mode="dplr").double()
+    loaded.load_state_dict(layer.state_dict())
+    assert loaded._l_kernel == 64
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), y, rtol=1e-12, atol=1e-12)

@@ -6,7 +6,8 @@ Ops (public wrappers in ``ssmbench.kernels``):
     fft_conv(u, k, D=None, backend="auto") -> y (b, H, L)
 
 Shapes: H channels, N real state size, N2 = N/2 conjugate pairs. dt: (H,) real; A (diag) or Λ (dplr), B, C,
-P: (H, N2) complex; u: (b, H, L); k: (H, L_k); D: (H,).
+P: (H, N2) complex; u: (b, H, L); k: (H, L_k); D: (H,). In mode "dplr" C is C̃ = C (I − Ā^L) for this L, the vector
+S4 trains (``dplr.py``; conversions in ``ctilde.py``), so no backend forms Ā^L.
 
 ``s4_kernel`` backends: ``vandermonde`` (mode "diag", S4D with ZOH); for mode "dplr" (S4 with bilinear
 discretisation, A = Λ − P P*) ``cauchy_compiled`` (C++ Cauchy sums, CPU), ``cauchy`` (chunked torch Cauchy sums
@@ -30,7 +31,7 @@ KERNEL_BACKENDS: tuple[Backend, ...] = (
         "cauchy",
         "ssmbench.kernels.s4.dplr:s4_kernel_cauchy",
         priority={"cpu": 1, "cuda": 1},
-        description="S4 (mode dplr, bilinear): C̃ = C(I − Ā^L), chunked Cauchy (analytic backward, no stored "
+        description="S4 (mode dplr, bilinear; C is C̃): chunked Cauchy (analytic backward, no stored "
                     "reciprocals) + rank-1 Woodbury, irfft",
     ),
     Backend(
@@ -52,7 +53,8 @@ KERNEL_BACKENDS: tuple[Backend, ...] = (
         "reference",
         "ssmbench.kernels.s4.reference:s4_kernel_ref",
         priority={"cpu": 0, "cuda": 0},
-        description="materialised Ā, B̄ and a loop over L (Krylov sequence; the oracle, both modes)",
+        description="materialised Ā, B̄ and a loop over L (Krylov sequence; the oracle, both modes; dplr recovers C "
+                    "from C̃ by a dense solve)",
     ),
 )
 

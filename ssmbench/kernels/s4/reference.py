@@ -4,6 +4,8 @@
   K_l = 2 Re Σ_n C_n Ā_n^l B̄_n.
 - ``dplr`` (S4, bilinear): A = Λ − P P* over the N = 2·N2 conjugate-paired coordinates is rewritten as a real
   dense (N, N) matrix (coordinates [Re x; Im x]), then Ā = (I − Δ/2 A)^{-1}(I + Δ/2 A), B̄ = (I − Δ/2 A)^{-1} Δ B.
+  The ``C`` argument of mode ``dplr`` is C̃ = C (I − Ā^L), the vector S4 trains (``dplr.py``, step 1): the oracle
+  recovers the recurrence's C = C̃ (I − Ā^L)^{-1} with a dense matrix power and solve, then runs the recurrence.
 
 Slow (a Python loop over L) and differentiable; float64-capable. The dense real form is also what the S4-DPLR
 decode step uses.
@@ -69,7 +71,9 @@ def s4_kernel_ref(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.T
             out.append(2 * (C * x).sum(-1).real)
             x = dA * x
     else:
-        dA, x, C_r = dplr_dense(dt, A, P, B, C)
+        dA, x, Ct_r = dplr_dense(dt, A, P, B, C)
+        lhs = torch.eye(dA.shape[-1], dtype=dA.dtype, device=dA.device) - torch.linalg.matrix_power(dA, L)
+        C_r = torch.linalg.solve(lhs.transpose(-1, -2), Ct_r[..., None])[..., 0]  # C̃_r (I − Ā^L)^{-1}
         for _ in range(L):
             out.append((C_r * x).sum(-1))
             x = (dA @ x[..., None])[..., 0]
