@@ -19,7 +19,7 @@ from ssmbench.kernels import _cpp
 
 _SOURCE = Path(__file__).with_name("cpu_cauchy.cpp")
 _PTR, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-_FWD_ARGS = [_PTR] * 6 + [_I64] * 3 + [_PTR] + [_INT]
+_FWD_ARGS = [_PTR] * 6 + [_I64] * 4 + [_PTR] + [_INT]
 _BWD_ARGS = [_PTR] * 6 + [_I64] * 3 + [_PTR] * 3 + [_INT]
 
 
@@ -61,12 +61,12 @@ def cauchy_forward(om, x, s, coef) -> torch.Tensor:
     arrays, Fp, F_ = _inputs(om, x, s, coef)
     H, N2 = coef.shape[:2]
     cdtype = torch.complex128 if coef.dtype == torch.float64 else torch.complex64
-    K = torch.empty(H, Fp, dtype=cdtype, device=coef.device)
-    rc = getattr(library(), f"cauchy_fwd_{_suffix(coef)}")(*(a.data_ptr() for a in arrays), H, N2, Fp,
+    K = torch.empty(H, F_, dtype=cdtype, device=coef.device)  # unpadded and contiguous: irfft reads it in place
+    rc = getattr(library(), f"cauchy_fwd_{_suffix(coef)}")(*(a.data_ptr() for a in arrays), H, N2, Fp, F_,
                                                             torch.view_as_real(K).data_ptr(), torch.get_num_threads())
     if rc:
         raise RuntimeError(f"compiled Cauchy forward failed (code {rc})")
-    return K[:, :F_]
+    return K
 
 
 def cauchy_backward(om, x, s, coef, grad) -> tuple[torch.Tensor, torch.Tensor]:

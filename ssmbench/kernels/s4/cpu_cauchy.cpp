@@ -149,9 +149,10 @@ inline void sums_to_k(const Freq<T>& q, const V* ur, const V* ui, const V* vr, c
 }
 
 // Woodbury with the pole removed: K = k0 - s k1 k2 / (1 + s k3) (dplr.py, module docstring step 3), written
-// interleaved (re, im) into K (H, F) complex. The caller pads F to a multiple of W (padded lanes: om = 1, s = 0).
+// interleaved (re, im) into K (H, Fo) complex. The caller pads F to a multiple of W (padded lanes: om = 1, s = 0);
+// only the Fo <= F real frequencies are written, so K is the contiguous tensor the inverse FFT reads.
 template <typename T>
-void forward(const In<T>& a, T* K, int nthreads) {
+void forward(const In<T>& a, T* K, int64_t Fo, int nthreads) {
   constexpr int W = 64 / sizeof(T);
   using V = Vec<T>;
   const int64_t H = a.H, F = a.F, fb = F / W;
@@ -168,8 +169,9 @@ void forward(const In<T>& a, T* K, int nthreads) {
     cmul(q.sr, q.si, kr[3], ki[3], dr, di);
     cdiv(nr, ni, dr + 1, di, qr, qi);
     const V outr = kr[0] - qr, outi = ki[0] - qi;
-    T* out = K + 2 * (h * F + f0);
-    for (int i = 0; i < W; ++i) {
+    T* out = K + 2 * (h * Fo + f0);
+    const int lanes = static_cast<int>(std::min<int64_t>(W, Fo - f0));
+    for (int i = 0; i < lanes; ++i) {
       out[2 * i] = outr[i];
       out[2 * i + 1] = outi[i];
     }
@@ -282,10 +284,11 @@ bool bad(const In<T>& a, int nthreads) {
 
 #define CAUCHY_DEFINE(SUFFIX, T)                                                                                   \
   extern "C" int cauchy_fwd_##SUFFIX(const T* coef, const T* x, const T* omr, const T* omi, const T* sr,           \
-                                     const T* si, int64_t H, int64_t N, int64_t F, T* K, int nthreads) {           \
+                                     const T* si, int64_t H, int64_t N, int64_t F, int64_t Fo, T* K,               \
+                                     int nthreads) {                                                               \
     const In<T> a{coef, x, omr, omi, sr, si, H, N, F};                                                             \
-    if (bad(a, nthreads)) return 1;                                                                                \
-    forward(a, K, nthreads);                                                                                       \
+    if (bad(a, nthreads) || Fo > F || Fo <= F - 64 / int64_t(sizeof(T))) return 1;                                 \
+    forward(a, K, Fo, nthreads);                                                                                   \
     return 0;                                                                                                      \
   }                                                                                                                \
   extern "C" int cauchy_bwd_##SUFFIX(const T* coef, const T* x, const T* omr, const T* omi, const T* sr,           \
