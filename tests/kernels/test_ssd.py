@@ -268,7 +268,7 @@ def test_chunk_entry_states_are_the_reference_states(require_compiled, backend: 
     trainable_backends(require_compiled)
     fwd = {"chunked": chunked_mod.forward_with_states, "compiled": compiled_ssd_mod.forward_with_states}[backend]
     x, dt, A, B, C, S0 = (args[k] for k in ("x", "dt", "A", "B", "C", "initial_states"))
-    y, final, s_prev = fwd(x, dt, A, B, C, S0, Q)
+    y, final, s_prev = fwd(x, dt, A, B, C, None, S0, Q)
     assert s_prev.shape == (2, 5, 4, 5, 3)  # (b, ceil(l / Q), h, n, p)
     for k in range(5):
         _, want = ssd_ref(x[:, :k * Q], dt[:, :k * Q], A, B[:, :k * Q], C[:, :k * Q], Q, initial_states=S0,

@@ -37,11 +37,20 @@ from ssmbench.kernels.mamba2.chunked import stable_segsum
 BWD_BLOCK_TOKENS = 1024
 
 
-def _bwd_block(x, dt, A, B, C, s_prev, dy, G, chunk: int):
+def _store(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """dst (b, T, ...) <- src (b, K, Q, ...), a permuted view of a block result, in one copy (T <= K·Q)."""
+    b, K, Q = src.shape[:3]
+    if dst.shape[1] == K * Q:
+        dst.view(src.shape).copy_(src)
+    else:
+        dst.copy_(src.reshape(b, K * Q, *dst.shape[2:])[:, :dst.shape[1]])
+
+
+def _bwd_block(x, dt, A, B, C, D, s_prev, dy, G, chunk: int, out: tuple):
     """One block of whole chunks (the last may be short). x, dy: (b, T, h, p); dt: (b, T, h); A: (h,);
-    B, C: (b, T, g, n); s_prev: (b, K, h, n, p) states entering each chunk; G: (b, g, r, n, p), the gradient of the
-    state leaving the block. Returns dx, ddt, dA (h,), dB, dC (shapes of the inputs) and the gradient of the state
-    entering the block."""
+    B, C: (b, T, g, n); D: (h, p) or None; s_prev: (b, K, h, n, p) states entering each chunk; G: (b, g, r, n, p), the
+    gradient of the state leaving the block. Writes dx, ddt, dB, dC into ``out`` (slices of the full gradients) and
+    returns dA (h,), dD (h, p) or None, and the gradient of the state entering the block."""
     b, T, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     r, Q = h // g, chunk
@@ -106,18 +115,26 @@ def _bwd_block(x, dt, A, B, C, s_prev, dy, G, chunk: int):
     ddt = da * A.view(g, r)[None, :, None, :, None] + dw * w_decay + (xh * dxdt).sum(-1)
     dA = (da * dt5).sum((0, 2, 4)).reshape(h)
     dx = dxdt.mul_(dt5[..., None]).add_(dwx.mul_(w[..., None]))
+    dD = None
+    if D is not None:  # y += D ⊙ x
+        Dv = D.view(g, r, p)[None, :, None, :, None, :]
+        dx.addcmul_(dyh, Dv)
+        dD = (dyh * xh).sum((0, 2, 4)).reshape(h, p)
 
-    dx = dx.permute(0, 2, 4, 1, 3, 5).reshape(b, K * Q, h, p)[:, :T]
-    ddt = ddt.permute(0, 2, 4, 1, 3).reshape(b, K * Q, h)[:, :T]
-    dB, dC = (t.permute(0, 2, 3, 1, 4).reshape(b, K * Q, g, n)[:, :T] for t in (dB, dC))
-    return dx, ddt, dA, dB, dC, G
+    dx_out, ddt_out, dB_out, dC_out = out
+    _store(dx_out, dx.permute(0, 2, 4, 1, 3, 5))
+    _store(ddt_out, ddt.permute(0, 2, 4, 1, 3))
+    _store(dB_out, dB.permute(0, 2, 3, 1, 4))
+    _store(dC_out, dC.permute(0, 2, 3, 1, 4))
+    return dA, dD, G
 
 
-def ssd_backward(x, dt, A, B, C, s_prev, dy, dfinal, chunk: int):
-    """Gradients of the core SSD (no D, z, dt_bias or softplus: callers differentiate those with autograd).
+def ssd_backward(x, dt, A, B, C, D, s_prev, dy, dfinal, chunk: int):
+    """Gradients of the core SSD with the D skip (z, dt_bias and softplus: callers differentiate those with autograd).
 
-    x, dy: (b, l, h, p); dt: (b, l, h) processed; A: (h,); B, C: (b, l, g, n); s_prev: (b, ceil(l / chunk), h, n, p)
-    the state entering every chunk; dfinal: (b, h, p, n) or None. Returns dx, ddt, dA, dB, dC, d initial_states.
+    x, dy: (b, l, h, p); dt: (b, l, h) processed; A: (h,); B, C: (b, l, g, n); D: (h,), (h, p) or None;
+    s_prev: (b, ceil(l / chunk), h, n, p) the state entering every chunk; dfinal: (b, h, p, n) or None.
+    Returns dx, ddt, dA, dB, dC, dD (None without D), d initial_states.
     """
     b, length, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
@@ -125,50 +142,57 @@ def ssd_backward(x, dt, A, B, C, s_prev, dy, dfinal, chunk: int):
     dx, ddt = torch.empty_like(x), torch.empty_like(dt)
     dB, dC = torch.empty_like(B), torch.empty_like(C)
     dA = torch.zeros_like(A)
+    D2 = None if D is None else (D[:, None].expand(h, p) if D.dim() == 1 else D).contiguous()
+    dD = None if D is None else x.new_zeros(h, p)
     G = (x.new_zeros(b, g, r, n, p) if dfinal is None
          else dfinal.to(x.dtype).reshape(b, g, r, p, n).transpose(-1, -2).contiguous())
     step = chunk * max(1, BWD_BLOCK_TOKENS // chunk)
     for t0 in reversed(range(0, length, step)):
         sl = slice(t0, min(t0 + step, length))
         ks = slice(t0 // chunk, math.ceil(sl.stop / chunk))
-        dx[:, sl], ddt[:, sl], dA_b, dB[:, sl], dC[:, sl], G = _bwd_block(
-            x[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], s_prev[:, ks], dy[:, sl], G, chunk)
+        dA_b, dD_b, G = _bwd_block(x[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], D2, s_prev[:, ks], dy[:, sl], G,
+                                   chunk, (dx[:, sl], ddt[:, sl], dB[:, sl], dC[:, sl]))
         dA += dA_b
-    return dx, ddt, dA, dB, dC, G.transpose(-1, -2).reshape(b, h, p, n)
+        if dD is not None:
+            dD += dD_b
+    if dD is not None and D.dim() == 1:
+        dD = dD.sum(-1)
+    return dx, ddt, dA, dB, dC, dD, G.transpose(-1, -2).reshape(b, h, p, n)
 
 
 class _SSDCore(torch.autograd.Function):
-    """y, final = SSD core on compute-dtype tensors (dt processed, no D / z), by ``forward_fn``; backward above.
+    """y, final = SSD core with the D skip on compute-dtype tensors (dt processed, no z), by ``forward_fn``.
 
-    ``forward_fn(x, dt, A, B, C, S0, chunk) -> (y, final, s_prev)`` with s_prev (b, ceil(l / chunk), h, n, p)."""
+    ``forward_fn(x, dt, A, B, C, D, S0, chunk) -> (y, final, s_prev)``, s_prev (b, ceil(l / chunk), h, n, p)."""
 
     @staticmethod
-    def forward(ctx, x, dt, A, B, C, S0, chunk: int, forward_fn):
-        y, final, s_prev = forward_fn(x, dt, A, B, C, S0, chunk)
-        ctx.save_for_backward(x, dt, A, B, C, s_prev)
+    def forward(ctx, x, dt, A, B, C, D, S0, chunk: int, forward_fn):
+        y, final, s_prev = forward_fn(x, dt, A, B, C, D, S0, chunk)
+        ctx.save_for_backward(x, dt, A, B, C, D, s_prev)
         ctx.chunk = chunk
         ctx.set_materialize_grads(False)
         return y, final
 
     @staticmethod
     def backward(ctx, dy, dfinal):
-        x, dt, A, B, C, s_prev = ctx.saved_tensors
+        x, dt, A, B, C, D, s_prev = ctx.saved_tensors
         dy = torch.zeros_like(x) if dy is None else dy.to(x.dtype).contiguous()
-        dx, ddt, dA, dB, dC, dS0 = ssd_backward(x, dt, A, B, C, s_prev, dy, dfinal, ctx.chunk)
-        return dx, ddt, dA, dB, dC, (dS0 if ctx.needs_input_grad[5] else None), None, None
+        dx, ddt, dA, dB, dC, dD, dS0 = ssd_backward(x, dt, A, B, C, D, s_prev, dy, dfinal, ctx.chunk)
+        return dx, ddt, dA, dB, dC, dD, (dS0 if ctx.needs_input_grad[6] else None), None, None
 
 
 def ssd_trainable(forward_fn, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False,
                   initial_states=None, return_final_states=False):
-    """The SSD signature (``reference.ssd_ref``) with this module's backward; dt_bias / softplus, D and z are plain
-    autograd around the core op."""
+    """The SSD signature (``reference.ssd_ref``) with this module's backward; dt_bias / softplus and the z gate are
+    plain autograd around the core op."""
     from ssmbench.kernels.mamba2.reference import apply_skip_and_gate, compute_dtype, process_dt
 
     ct = compute_dtype(x)
     xc = x.to(ct)
     dtc = process_dt(dt, dt_bias, dt_softplus, ct)
     S0 = None if initial_states is None else initial_states.to(ct).contiguous()
+    Dc = None if D is None else D.to(ct).contiguous()
     y, final = _SSDCore.apply(xc.contiguous(), dtc.contiguous(), A.to(ct).contiguous(), B.to(ct).contiguous(),
-                              C.to(ct).contiguous(), S0, int(chunk_size), forward_fn)
-    y = apply_skip_and_gate(y, xc, D, z).to(x.dtype)
+                              C.to(ct).contiguous(), Dc, S0, int(chunk_size), forward_fn)
+    y = apply_skip_and_gate(y, xc, None, z).to(x.dtype)
     return (y, final) if return_final_states else y

@@ -99,9 +99,9 @@ def _ssd_block(x, dt, A, B, C, chunk: int, state: torch.Tensor) -> tuple[torch.T
     return y[:, :T], state, s_prev
 
 
-def forward_with_states(x, dt, A, B, C, S0, chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The core op for ``backward.ssd_trainable`` (compute-dtype inputs, dt processed, no D / z): y (b, l, h, p),
-    final (b, h, p, n) and the state entering every chunk, (b, ceil(l / chunk), h, n, p)."""
+def forward_with_states(x, dt, A, B, C, D, S0, chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The core op for ``backward.ssd_trainable`` (compute-dtype inputs, dt processed, D or None, no z):
+    y (b, l, h, p), final (b, h, p, n) and the state entering every chunk, (b, ceil(l / chunk), h, n, p)."""
     b, length, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     r = h // g
@@ -111,7 +111,8 @@ def forward_with_states(x, dt, A, B, C, S0, chunk: int) -> tuple[torch.Tensor, t
     step = block_len(chunk)
     for t0 in range(0, length, step):
         sl = slice(t0, min(t0 + step, length))
-        y[:, sl], state, sp = _ssd_block(x[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], chunk, state)
+        yb, state, sp = _ssd_block(x[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], chunk, state)
+        y[:, sl] = apply_skip_and_gate(yb, x[:, sl], D, None)
         k0 = t0 // chunk
         s_prev[:, k0:k0 + sp.shape[2]] = sp.view(b, g, -1, n, r, p).permute(0, 2, 1, 4, 3, 5)
     return y, state.permute(0, 1, 3, 4, 2).reshape(b, h, p, n), s_prev.view(b, -1, h, n, p)

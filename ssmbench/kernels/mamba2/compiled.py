@@ -83,9 +83,9 @@ def ssd_forward(x, dt, A, B, C, D=None, z=None, initial_states=None, chunk: int 
     return y, final, ckpt
 
 
-def forward_with_states(x, dt, A, B, C, S0, chunk: int):
-    """The core op for ``backward.ssd_trainable``: y, final and the chunk-entry states from the C++ forward."""
-    return ssd_forward(x, dt, A, B, C, initial_states=S0, chunk=chunk)
+def forward_with_states(x, dt, A, B, C, D, S0, chunk: int):
+    """The core op for ``backward.ssd_trainable``: y (D applied), final and the chunk-entry states, from C++."""
+    return ssd_forward(x, dt, A, B, C, D=D, initial_states=S0, chunk=chunk)
 
 
 def ssd_compiled(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False,
