@@ -4,6 +4,7 @@ Public API::
 
     selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False, backend="auto")
+    mamba_step(hidden, conv_state, ssm_state, weights, backend="auto")   # one Mamba-1 decode step
     ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False,
         initial_states=None, return_final_states=False, backend="auto")
     attention(q, k, v, causal=True, backend="auto")
@@ -33,6 +34,7 @@ from ssmbench.kernels._backend import (
 # op name -> "module:ATTR" naming the op's tuple[Backend, ...]
 _OP_MODULES = {
     "selective_scan": "ssmbench.kernels.mamba1:BACKENDS",
+    "mamba_step": "ssmbench.kernels.mamba1:STEP_BACKENDS",
     "ssd": "ssmbench.kernels.mamba2:BACKENDS",
     "s4_kernel": "ssmbench.kernels.s4:KERNEL_BACKENDS",
     "fft_conv": "ssmbench.kernels.s4:FFT_CONV_BACKENDS",
@@ -55,8 +57,10 @@ __all__ = [
     "causal_conv1d",
     "dispatch",
     "fft_conv",
+    "forget_last_backends",
     "installed_backends",
     "last_backend",
+    "mamba_step",
     "ops",
     "s4_kernel",
     "selective_scan",
@@ -104,6 +108,11 @@ def last_backend(op: str) -> str | None:
     return _last_backend.get(op)
 
 
+def forget_last_backends() -> None:
+    """Clear what :func:`last_backend` remembers, so that afterwards it names only backends that ran since."""
+    _last_backend.clear()
+
+
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False, backend: str = "auto"):
     """Mamba-1 selective scan. u, delta, z: (b, d, l); A: (d, n); B, C: (b, n, l) or (b, g, n, l); D: (d,).
@@ -113,6 +122,13 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     _, fn = dispatch("selective_scan", backend, u.device.type)
     return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
               return_last_state=return_last_state)
+
+
+def mamba_step(hidden, conv_state, ssm_state, weights, backend: str = "auto"):
+    """One Mamba-1 mixer decode step. hidden: (b, dm); conv_state (b, di, k) and ssm_state (b, di, n) are updated
+    in place; ``weights`` is a ``kernels.mamba1.step.MambaStepWeights``. Returns (b, dm)."""
+    _, fn = dispatch("mamba_step", backend, hidden.device.type, str(hidden.dtype).removeprefix("torch."))
+    return fn(hidden, conv_state, ssm_state, weights)
 
 
 def ssd(x, dt, A, B, C, chunk_size: int, D=None, z=None, dt_bias=None, dt_softplus=False,

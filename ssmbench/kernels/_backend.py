@@ -45,6 +45,9 @@ class Backend:
     # Calls that torch.compile cannot trace (a ctypes C++ kernel: dynamo would guard on its raw data pointers and
     # recompile every call): dispatch hands them out behind torch.compiler.disable, one clean graph break.
     opaque: bool = False
+    # The alternative to opaque: the backend enters torch.compile graphs as this registered torch.library op
+    # ("namespace::name", with its in-place arguments declared), so a compiled step stays one graph.
+    graph_op: str | None = None
 
     def takes(self, dtype: str | None) -> bool:
         return dtype is None or self.dtypes is None or dtype in self.dtypes

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+# Headers every kernel source may include (``#include "../cpu_math.h"``): hashed into each build name.
+SHARED_HEADERS = (Path(__file__).with_name("cpu_math.h"),)
 CFLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=fast", "-Wno-psabi")
 LDFLAGS = ("-fopenmp",)
 
@@ -39,8 +41,9 @@ def cpu_fingerprint() -> str:
 
 def extension_name(prefix: str, source: Path, cflags=CFLAGS, ldflags=LDFLAGS) -> str:
     h = hashlib.sha256()
-    for part in (source.read_bytes(), " ".join(tuple(cflags) + tuple(ldflags)).encode(), cpu_fingerprint().encode(),
-                 os.environ.get("CXX", "c++").encode()):
+    headers = (header.read_bytes() for header in SHARED_HEADERS)
+    for part in (source.read_bytes(), *headers, " ".join(tuple(cflags) + tuple(ldflags)).encode(),
+                 cpu_fingerprint().encode(), os.environ.get("CXX", "c++").encode()):
         h.update(part)
     return f"{prefix}_{h.hexdigest()[:12]}"
 

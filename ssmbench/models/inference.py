@@ -177,6 +177,9 @@ class GreedyDecoder:
         if self._compiled is None:
             greedy_step(self.model, self.token, self.cache)
         elif not self._guards_checked:  # the compiling call: dynamo installs and checks its guards
+            # One eager step first resolves every kernel backend (imports, probes, C++ builds) outside the trace,
+            # where dynamo would break the graph at them; start_decoding undoes both steps.
+            greedy_step(self.model, self.token, self.cache)
             self._compiled(self.model, self.token, self.cache)
             self._guards_checked = True
         else:

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmbench import kernels
-from ssmbench.kernels.conv import causal_conv1d_step, fill_conv_state
+from ssmbench.kernels.conv import fill_conv_state
+from ssmbench.kernels.mamba1.step import MambaStepWeights
 from ssmbench.models.blocks import SequenceModel, interleave
 from ssmbench.models.configs import MambaConfig
 
@@ -85,19 +86,15 @@ class MambaMixer(nn.Module):
         return {"conv": torch.zeros(batch, self.d_inner, self.d_conv, device=device, dtype=dtype),
                 "ssm": torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=state_dtype)}
 
-    def step(self, hidden: torch.Tensor, cache: dict) -> torch.Tensor:
-        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d_inner)
-        x = causal_conv1d_step(x, cache["conv"], self.conv_weight, self.conv_bias, activation="silu")
-        delta, B, C = self._ssm_inputs(x)
-        h = cache["ssm"]
-        st = h.dtype
-        delta = F.softplus(delta.to(st) + self.dt_proj.bias.to(st))
-        A = -torch.exp(self.A_log.to(st))
-        h.mul_(torch.exp(delta[..., None] * A)).add_(delta[..., None] * x.to(st)[..., None] * B.to(st)[:, None, :])
-        y = (h * C.to(st)[:, None, :]).sum(-1) + self.D.to(st) * x.to(st)
-        y = y * F.silu(z.to(st))
-        return self.out_proj(y.to(hidden.dtype))
+    def step_weights(self) -> MambaStepWeights:
+        return MambaStepWeights(self.in_proj.weight, self.conv_weight, self.conv_bias, self.x_proj.weight,
+                                self.dt_proj.weight, self.dt_proj.bias, self.A_log, self.D, self.out_proj.weight)
 
+    def step(self, hidden: torch.Tensor, cache: dict) -> torch.Tensor:
+        # The scan backends "auto" and "compiled" decode with the fastest step (the C++ one on CPU); any other
+        # (an explicit PyTorch or GPU scan) with the PyTorch step, so a pure-PyTorch model stays pure PyTorch.
+        backend = "auto" if self.backend in ("auto", "compiled") else "torch"
+        return kernels.mamba_step(hidden, cache["conv"], cache["ssm"], self.step_weights(), backend=backend)
 
 def build(config: MambaConfig) -> SequenceModel:
     mixers = interleave(config.n_layers, lambda i: MambaMixer(config.d_model, config.d_state, config.d_conv,

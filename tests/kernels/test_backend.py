@@ -1,6 +1,7 @@
 """Backend bookkeeping: the quick (probe-free) availability that ``ssmbench models`` lists; dtype-aware "auto"."""
 
 import pytest
+import torch
 
 from ssmbench.kernels._backend import Backend, BackendUnavailable, quick_status, resolve
 from ssmbench.kernels._tables import ATTENTION_BACKENDS
@@ -43,10 +44,15 @@ def test_explicit_backend_with_the_wrong_dtype_is_a_clear_error():
 def test_every_cpp_backend_is_opaque_to_torch_compile():
     """The C++ kernels (built by kernels/_cpp.py, which needs "cmd:c++") are called through ctypes; traced by dynamo,
     a ctypes call guards on raw data pointers and recompiles on every call (--compile ran 100x slower), so each
-    such backend must be opaque (run behind torch.compiler.disable)."""
+    such backend must be opaque (run behind torch.compiler.disable) or enter the graph as a registered torch op."""
     from ssmbench import kernels
 
     cpp = [(op, b) for op in kernels.ops() for b in kernels._op_backends(op) if "cmd:c++" in b.requires]
     assert {b.name for _, b in cpp} >= {"compiled", "cauchy_compiled"}
     for op, backend in cpp:
+        if backend.graph_op is not None:
+            kernels.load_target(backend.target)  # importing the backend registers its op
+            namespace, name = backend.graph_op.split("::")
+            assert hasattr(getattr(torch.ops, namespace), name), f"{backend.graph_op} is not registered"
+            continue
         assert backend.opaque, f"{op}:{backend.name} calls a C++ kernel through ctypes but is not marked opaque"

@@ -1,6 +1,7 @@
-"""Mamba-1 selective scan backends. See ``reference.py`` for the recurrence.
+"""Mamba-1 selective scan backends (see ``reference.py`` for the recurrence) and decode-step backends.
 
-"auto" order: CPU compiled > chunked > reference; CUDA mamba_ssm > triton > chunked > reference.
+Scan "auto" order: CPU compiled > chunked > reference; CUDA mamba_ssm > triton > chunked > reference.
+Step "auto" order: CPU compiled (float64, float32, bfloat16) > torch; CUDA torch.
 """
 
 from ssmbench.kernels._backend import Backend
@@ -47,5 +48,25 @@ BACKENDS: tuple[Backend, ...] = (
         probe=f"{_M}.upstream:probe",
         requires=("selective_scan_cuda", "mamba_ssm"),
         description="official CUDA kernel (mamba_ssm selective_scan_fn)",
+    ),
+)
+
+STEP_BACKENDS: tuple[Backend, ...] = (
+    Backend(
+        "torch",
+        f"{_M}.step:mamba_step_torch",
+        priority={"cpu": 1, "cuda": 1},
+        description="the decode step as PyTorch ops (the oracle)",
+    ),
+    Backend(
+        "compiled",
+        f"{_M}.step:mamba_step_compiled",
+        devices=("cpu",),
+        priority={"cpu": 2},
+        probe=f"{_M}.step:probe",
+        requires=("cmd:c++", "cmd:ninja"),
+        dtypes=("float64", "float32", "bfloat16"),
+        graph_op="ssmbench::mamba1_step",
+        description="the whole mixer step in one C++ call (a torch.library op under torch.compile)",
     ),
 )
