@@ -21,9 +21,9 @@ from ssmbench.kernels import BackendUnavailable
 from ssmbench.kernels.mamba2 import backward as backward_mod
 from ssmbench.kernels.mamba2 import chunked as chunked_mod
 from ssmbench.kernels.mamba2 import compiled as compiled_ssd_mod
-from ssmbench.kernels.mamba2.chunked import ssd_chunked, stable_segsum
+from ssmbench.kernels.mamba2.chunked import ssd_chunked
 from ssmbench.kernels.mamba2.minimal import ssd_minimal
-from ssmbench.kernels.mamba2.reference import ssd_ref
+from ssmbench.kernels.mamba2.reference import ssd_ref, stable_segsum
 
 F64 = {"rtol": 1e-9, "atol": 1e-10}
 F32 = {"rtol": 2e-4, "atol": 2e-4}

@@ -30,7 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ssmbench.kernels.mamba2.chunked import stable_segsum
+from ssmbench.kernels.mamba2.reference import apply_skip_and_gate, compute_dtype, process_dt, stable_segsum
 
 # Tokens per backward block (whole chunks). Larger than the forward's: each block runs ~50 ops whose Python cost
 # must stay small next to its GEMMs, and one block's Q x Q intermediates (6 of b·h·T·Q floats) stay in L2/L3.
@@ -185,8 +185,6 @@ def ssd_trainable(forward_fn, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bia
                   initial_states=None, return_final_states=False):
     """The SSD signature (``reference.ssd_ref``) with this module's backward; dt_bias / softplus and the z gate are
     plain autograd around the core op."""
-    from ssmbench.kernels.mamba2.reference import apply_skip_and_gate, compute_dtype, process_dt
-
     ct = compute_dtype(x)
     xc = x.to(ct)
     dtc = process_dt(dt, dt_bias, dt_softplus, ct)

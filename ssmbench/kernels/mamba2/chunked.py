@@ -25,25 +25,19 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ssmbench.kernels.mamba2.reference import apply_skip_and_gate, check_ssd_inputs, compute_dtype, process_dt
+from ssmbench.kernels.mamba2.backward import ssd_trainable
+from ssmbench.kernels.mamba2.reference import (
+    apply_skip_and_gate,
+    check_ssd_inputs,
+    compute_dtype,
+    process_dt,
+    stable_segsum,
+)
 
 # Tokens per block. Small blocks keep one block's working set (x, the Q x Q decay matrices, the chunk states)
 # in cache; measured on a 2-core AVX-512 CPU at h=8, p=n=64 (L=1k..4k), 128-512 tokens ran 10-30% faster than
 # 1024-4096, and the per-block Python overhead (~40 small ops) stays below 10% from 256 tokens up.
 BLOCK_TOKENS = 256
-
-
-def stable_segsum(a: torch.Tensor) -> torch.Tensor:
-    """a: (..., Q) -> (..., Q, Q) with out[..., i, j] = a_{j+1} + … + a_i for i ≥ j, and 0 above the diagonal.
-
-    Each entry is its own short sum (a masked cumsum down the columns), so it keeps full relative precision even
-    when the chunk's total decay is large, unlike cumsum(a)_i − cumsum(a)_j. Entries above the diagonal are 0,
-    not -inf: callers mask them out of the product with C Bᵀ, which keeps exp() finite and gradients NaN-free.
-    """
-    q = a.shape[-1]
-    strict_lower = torch.tril(torch.ones(q, q, dtype=a.dtype, device=a.device), diagonal=-1)
-    terms = a.reshape(-1, q, 1) * strict_lower  # terms[i, j] = a_i if i > j else 0; 3-D keeps cumsum fast
-    return terms.cumsum(dim=1).view(*a.shape, q)
 
 
 def block_len(chunk: int) -> int:
@@ -128,8 +122,6 @@ def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_sof
     b, length, h, p, g, n = check_ssd_inputs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states)
     tensors = (x, dt, A, B, C, D, z, dt_bias, initial_states)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        from ssmbench.kernels.mamba2.backward import ssd_trainable  # it imports this module
-
         return ssd_trainable(forward_with_states, x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias,
                              dt_softplus=dt_softplus, initial_states=initial_states,
                              return_final_states=return_final_states)

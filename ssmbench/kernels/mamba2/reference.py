@@ -8,7 +8,8 @@ Per head the state matrix is a scalar times the identity, so with dt already pro
     y_t = H_t C_t + D_h ⊙ x_t,   then y ⊙ silu(z)
 
 Computation runs in float32 (float64 when x is float64) and y is cast back to x's dtype; the final state is
-returned in the compute dtype, like mamba_ssm. ``check_ssd_inputs`` is shared by every backend.
+returned in the compute dtype, like mamba_ssm. ``check_ssd_inputs`` is shared by every backend, ``stable_segsum`` by the
+chunked forward and the hand-written backward.
 """
 
 from __future__ import annotations
@@ -67,6 +68,19 @@ def apply_skip_and_gate(y: torch.Tensor, x: torch.Tensor, D, z) -> torch.Tensor:
     if z is not None:
         y = y * F.silu(z.to(y.dtype))
     return y
+
+
+def stable_segsum(a: torch.Tensor) -> torch.Tensor:
+    """a: (..., Q) -> (..., Q, Q) with out[..., i, j] = a_{j+1} + … + a_i for i ≥ j, and 0 above the diagonal.
+
+    Each entry is its own short sum (a masked cumsum down the columns), so it keeps full relative precision even
+    when the chunk's total decay is large, unlike cumsum(a)_i − cumsum(a)_j. Entries above the diagonal are 0,
+    not -inf: callers mask them out of the product with C Bᵀ, which keeps exp() finite and gradients NaN-free.
+    """
+    q = a.shape[-1]
+    strict_lower = torch.tril(torch.ones(q, q, dtype=a.dtype, device=a.device), diagonal=-1)
+    terms = a.reshape(-1, q, 1) * strict_lower  # terms[i, j] = a_i if i > j else 0; 3-D keeps cumsum fast
+    return terms.cumsum(dim=1).view(*a.shape, q)
 
 
 def ssd_ref(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False,
