@@ -28,44 +28,13 @@
 #include <cstring>
 #include <vector>
 
+#include "../cpu_math.h"  // fexp
+
 namespace {
 
 constexpr int NB = 16;  // state rows per register tile
 constexpr int64_t TB = 32;  // time steps per block (see forward)
 constexpr int64_t SPAN = 256;  // time steps per span (see forward)
-
-// exp by Cody-Waite reduction and a polynomial (same scheme as the Mamba-1 scan's): 1-2 ulp, vectorisable.
-inline float fexp(float x) {
-  const float lo = -87.33654f, hi = 88.0f;
-  const float xc = x < lo ? lo : (x > hi ? hi : x);
-  const float k = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = xc - k * 0.693359375f;
-  r = r - k * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const float scale = __builtin_bit_cast(float, (static_cast<int32_t>(k) + 127) << 23);
-  return x < lo ? 0.0f : (x > hi ? INFINITY : p * scale);
-}
-
-inline double fexp(double x) {
-  const double lo = -708.0, hi = 709.0;
-  const double xc = x < lo ? lo : (x > hi ? hi : x);
-  const double k = (xc * 1.4426950408889634074 + 6755399441055744.0) - 6755399441055744.0;
-  double r = xc - k * 6.93145751953125e-1;
-  r = r - k * 1.42860682030941723212e-6;
-  double p = 1.0 / 6227020800.0;
-  const double c[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
-                      1.0 / 5040.0,      1.0 / 720.0,      1.0 / 120.0,     1.0 / 24.0,     1.0 / 6.0, 0.5};
-  for (double ci : c) p = p * r + ci;
-  p = p * r * r + r + 1.0;
-  const double scale = __builtin_bit_cast(double, (static_cast<int64_t>(k) + 1023) << 52);
-  return x < lo ? 0.0 : (x > hi ? INFINITY : p * scale);
-}
 
 // Bounds of the scale P of the state: 1 / P and the rescaled inputs u / P must stay far from overflow.
 template <typename T>
