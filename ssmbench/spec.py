@@ -170,14 +170,33 @@ def parse_int_list(text: str | int | list[int], what: str) -> tuple[int, ...]:
     return tuple(parse_size(p, what) for p in parts if str(p).strip())
 
 
-def check_device_dtype(device: str, dtype: str) -> None:
+# The CPU instruction sets on which PyTorch's half-precision matmuls run natively (oneDNN's bfloat16 kernels use
+# AVX512-BF16 or AMX; its float16 ones AMX-FP16): without one, the timings measure an emulation, not the model.
+NATIVE_HALF_FLAGS = {"bfloat16": ("avx512_bf16", "amx_bf16"), "float16": ("amx_fp16",)}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of this machine (Linux /proc/cpuinfo; empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def check_device_dtype(device: str, dtype: str, flags: set[str] | None = None) -> None:
     if device not in DEVICES:
         raise SpecError(f"unknown device '{device}'; choose from {', '.join(DEVICES)}")
     if dtype not in DTYPES:
         raise SpecError(f"unknown dtype '{dtype}'; choose from {', '.join(DTYPES)}")
-    if device == "cpu" and dtype in ("float16", "bfloat16"):
-        raise SpecError(f"dtype {dtype} is not supported on cpu (half-precision CPU kernels are emulated and "
-                        "their timings mislead); use --dtype float32, or --device cuda")
+    if device == "cpu" and dtype in NATIVE_HALF_FLAGS:
+        needs = NATIVE_HALF_FLAGS[dtype]
+        if not set(needs) & (cpu_flags() if flags is None else flags):
+            raise SpecError(f"dtype {dtype} is not supported on this cpu: it has none of {', '.join(needs)}, so "
+                            "its half-precision kernels are emulated and their timings mislead; use --dtype "
+                            "float32, or --device cuda")
 
 
 def check_output_dir(path: str | os.PathLike[str]) -> Path:

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from ssmbench import spec as spec_mod
 from ssmbench.schema import load_suite
 from ssmbench.spec import (
     ModelSpec,
@@ -83,8 +84,13 @@ def test_parse_modes():
 def test_device_dtype_combinations():
     check_device_dtype("cuda", "bfloat16")
     check_device_dtype("cpu", "float32")
-    with pytest.raises(SpecError, match="not supported on cpu"):
-        check_device_dtype("cpu", "float16")
+    # half precision on a CPU only where it runs natively (AVX512-BF16 / AMX), not emulated
+    with pytest.raises(SpecError, match="not supported on this cpu: it has none of amx_fp16"):
+        check_device_dtype("cpu", "float16", flags={"avx2", "avx512f", "avx512_fp16"})
+    with pytest.raises(SpecError, match="avx512_bf16, amx_bf16"):
+        check_device_dtype("cpu", "bfloat16", flags=set())
+    check_device_dtype("cpu", "bfloat16", flags={"avx512f", "avx512_bf16"})
+    check_device_dtype("cpu", "float16", flags={"amx_fp16"})
     with pytest.raises(SpecError, match="unknown device"):
         check_device_dtype("tpu", "float32")
 
@@ -112,12 +118,13 @@ def test_load_suite(tmp_path):
 @pytest.mark.parametrize(("body", "match"), [
     ('[[sweep]]\nmodels = "mamba"\nlengths = "64"\nbogus = 1\n', "unknown key"),
     ('[[sweep]]\nmodels = "mamba"\n', "needs 'lengths'"),
-    ('[[sweep]]\nmodels = "mamba"\nlengths = "64"\ndevice = "cpu"\ndtype = "float16"\n', "not supported on cpu"),
+    ('[[sweep]]\nmodels = "mamba"\nlengths = "64"\ndevice = "cpu"\ndtype = "float16"\n', "not supported on this cpu"),
     ('[[sweep]\n', "invalid TOML"),
     ('[other]\n', "unknown table"),
     ('[suite]\nname = "x"\n', "no \\[\\[sweep\\]\\]"),
 ])
-def test_load_suite_bad(tmp_path, body, match):
+def test_load_suite_bad(tmp_path, monkeypatch, body, match):
+    monkeypatch.setattr(spec_mod, "cpu_flags", lambda: {"avx512f"})  # a CPU without native half precision
     p = tmp_path / "bad.toml"
     p.write_text(body)
     with pytest.raises(SpecError, match=match):
