@@ -242,7 +242,8 @@ def run_decode(case: Case, model: SequenceModel, prompt: torch.Tensor, info: dic
     metrics += compile_metrics(case, info, decoder.compile_stats)
     info.update(cuda_graphs=graphs, decode_tokens=k, static_mixers=decoder.static_mixers)
     if kernels.last_backend("mamba_step") is not None:  # which Mamba-1 step ran: the fused C++ one or PyTorch ops
-        info["decode_step"] = kernels.last_backend("mamba_step")
+        # (a compiled step is always the PyTorch ops, compiled by inductor: see MambaMixer.step)
+        info["decode_step"] = "inductor" if case.compile == "compiled" else kernels.last_backend("mamba_step")
     return CaseResult(status="ok", metrics=metrics, info=info)
 
 
