@@ -37,9 +37,9 @@ def compile_mode(device: str, own_cuda_graph: bool = False) -> str | None:
 
 # Inductor settings for an inference-only function on CPU (the decode step): the weights are frozen into the graph
 # (constant-folded, GEMM weights prepacked) and batch-1 matmuls use inductor's C++ GEMM templates, chosen by
-# benchmarking at compile time. Measured on the 2-core Sapphire Rapids VM, Mamba d_model 256 x 2 layers, bfloat16,
-# 1 thread: 307 -> 199 us per token (PyTorch's bfloat16 matvec for the LM head alone took ~50 us). Training steps
-# cannot freeze their parameters, so only inference callers ask for this.
+# benchmarking at compile time. Measured on the 2-core Sapphire Rapids VM, Mamba d_model 256 x 2 layers, 1 thread:
+# bfloat16 475 -> 146 us per token (PyTorch's bfloat16 matvec for the LM head alone took ~50 us), float32 315 -> 229.
+# Training steps cannot freeze their parameters, so only inference callers ask for this.
 CPU_INFERENCE_OPTIONS = {"max_autotune": True}
 
 
