@@ -44,6 +44,21 @@ class CausalSelfAttention(nn.Module):
         self.backend, self.rope = backend, rope
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
+        self._rope_key: tuple | None = None
+        self._rope_table: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _rope(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (length, head_dim) cos and sin tables, kept while length, device and dtype stay the same (as
+        production implementations cache them). Recomputed inside a compiled forward, inductor fuses the table into
+        the rotation and evaluates cos and sin once per element of q and k instead of once per (position, frequency):
+        the compiled transformer forward at L = 1k was 15% slower than eager for that alone. Built outside
+        inference mode and autograd, so one table serves inference and training."""
+        key = (length, device, dtype)
+        if self._rope_key != key or self._rope_table is None:
+            with torch.inference_mode(False), torch.no_grad():
+                self._rope_table = rope_cos_sin(torch.arange(length, device=device), self.head_dim, dtype=dtype)
+            self._rope_key = key
+        return self._rope_table
 
     def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, length, _ = x.shape
@@ -55,7 +70,7 @@ class CausalSelfAttention(nn.Module):
         b, length, d = x.shape
         q, k, v = self._split(x)
         if self.rope:
-            cos, sin = rope_cos_sin(torch.arange(length, device=x.device), self.head_dim, dtype=q.dtype)
+            cos, sin = self._rope(length, x.device, q.dtype)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y = kernels.attention(q, k, v, causal=True, backend=self.backend)
         return self.out(y.transpose(1, 2).reshape(b, length, d)), k, v
