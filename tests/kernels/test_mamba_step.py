@@ -6,6 +6,8 @@ The PyTorch step itself is checked against the parallel forward in tests/models/
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -111,3 +113,17 @@ def test_compiled_step_is_one_graph_under_torch_compile(compiled_step) -> None:
     torch.testing.assert_close(got, want * 2, rtol=0, atol=1e-12)
     torch.testing.assert_close(ssm, eager_ssm, rtol=0, atol=1e-12)
     assert torch.equal(conv, eager_conv)
+
+
+def test_cached_arguments_follow_the_weights(compiled_step) -> None:
+    """The checked arguments are cached per weight set: new weights (another address or dtype) are checked again,
+    and an in-place update of the same weights is seen by the next step."""
+    w, conv, ssm = make(torch.float64)
+    hidden = torch.randn(3, 24, dtype=torch.float64)
+    first = compiled_step(hidden, conv.clone(), ssm.clone(), w)
+    with torch.no_grad():
+        w.w_out.mul_(2)  # same tensors, new values
+    torch.testing.assert_close(compiled_step(hidden, conv.clone(), ssm.clone(), w), 2 * first, rtol=0, atol=1e-12)
+    mixed = dataclasses.replace(w, w_out=w.w_out.float())  # one weight in another dtype
+    with pytest.raises(ValueError, match="share one dtype"):
+        compiled_step(hidden, conv.clone(), ssm.clone(), mixed)

@@ -122,9 +122,9 @@ class _Call:
         self.states = (conv_state.dtype, conv_state.shape, ssm_state.dtype, ssm_state.shape)
 
 
-# (hidden's dtype and shape, then each weight's address, shape and strides) -> its _Call. The key holds everything
-# the packed arguments depend on, so a new tensor at a freed one's address, with the same shape, reuses a _Call whose
-# pointers are exactly its own: no tensor is kept alive here.
+# (hidden's dtype and shape, then each weight's address, shape, strides, dtype and device) -> its _Call. The key holds
+# everything the packed arguments and the checks depend on, so a new tensor at a freed one's address, with the same
+# shape and dtype, reuses a _Call whose pointers are exactly its own: no tensor is kept alive here.
 _CALLS: dict[tuple, _Call] = {}
 _MAX_CALLS = 256
 
@@ -132,7 +132,7 @@ _MAX_CALLS = 256
 def _run(hidden: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor,
          weights: tuple[torch.Tensor, ...]) -> torch.Tensor:
     hidden = hidden.contiguous()  # a slice of a sequence (a step-by-step prefill) is strided
-    key = (hidden.dtype, hidden.shape, *((t.data_ptr(), t.shape, t.stride()) for t in weights))
+    key = (hidden.dtype, hidden.shape, *((t.data_ptr(), t.shape, t.stride(), t.dtype, t.device) for t in weights))
     call = _CALLS.get(key)
     states = (conv_state.dtype, conv_state.shape, ssm_state.dtype, ssm_state.shape)
     usable = all(t.is_cpu and t.is_contiguous() for t in (hidden, conv_state, ssm_state))
