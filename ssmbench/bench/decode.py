@@ -108,7 +108,7 @@ def step_overhead(decoder: GreedyDecoder, rewind: Callable[[], None], repeats: i
     """
     rewind()
     recorder = _RecordMatmuls()
-    with recorder:  # the eager step: a compiled one runs the same ops, but dynamo must not trace the recorder
+    with recorder:  # an eager step (dynamo must not trace the recorder); a compiled step runs the PyTorch ops it fuses
         getattr(decoder, "eager_step", decoder.step)()
 
     def replay() -> None:
@@ -227,9 +227,11 @@ def run_decode(case: Case, model: SequenceModel, prompt: torch.Tensor, info: dic
         metrics += [Metric("wall_time", "median", wall_round / k, "s", len(walls)),
                     Metric("launch_bound", "value", float(wall_round / k > LAUNCH_BOUND_RATIO * t.median), "bool", n)]
     elif kernels.last_backend("mamba_step") == "compiled":
-        # The fused C++ step runs its matmuls inside one call the matmul recorder cannot see: the fraction would
-        # count the whole mixer as overhead. Say so instead of recording a misleading number.
-        info["step_overhead"] = "not measured: the fused C++ Mamba step hides its matmuls from the recorder"
+        # The recorder replays the matmuls of an *eager* step, and the eager Mamba step is the fused C++ one, whose
+        # matmuls run inside one call it cannot see: the fraction would count the whole mixer as overhead (for a
+        # compiled case too, whose steps run inductor's fusion of the PyTorch step). Say so instead.
+        info["step_overhead"] = ("not measured: the eager step it replays is the fused C++ Mamba step, which hides "
+                                 "its matmuls from the recorder")
     else:
         def rewind() -> None:
             snapshot.restore(cache)

@@ -67,6 +67,10 @@ def compile_fn(fn: Callable[..., Any], device: str, own_cuda_graph: bool = False
                inference: bool = False) -> Callable[..., Any]:
     """``fn`` compiled by inductor with static shapes (see the module docstring). ``inference`` (no gradients, fixed
     parameters) on CPU freezes the weights and autotunes the GEMMs (:data:`CPU_INFERENCE_OPTIONS`)."""
+    # A worker runs many cases in one process, and dynamo keeps compiled entries per code object (every model's
+    # forward shares SequenceModel.forward's): past its recompile limit (8) it would run later cases eagerly
+    # without a word. Each compiled case starts from an empty cache (inductor's on-disk cache keeps it quick).
+    torch._dynamo.reset()
     if BACKEND != "inductor":
         return torch.compile(fn, backend=BACKEND, dynamic=False)
     if inference and device == "cpu":

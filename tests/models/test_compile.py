@@ -126,3 +126,31 @@ def test_compiled_forward_and_loss_gradients_equal_eager_in_float64(aot_eager):
     torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-12, atol=0)
     for a, b in zip(grads[1][1], grads[0][1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_every_compiled_case_compiles_past_dynamo_recompile_limit(aot_eager):
+    """A worker compiles case after case; without a reset per compile_fn, dynamo's per-code-object limit (8) would
+    make the later ones run eagerly with no graph compiled."""
+    def forward(model, x):
+        return model(x)
+
+    x = torch.randn(2, 3)
+    for i in range(12):
+        model = torch.nn.Linear(3, 3)  # a new object each case: a guard failure for the shared code object
+        stats = CompileStats()
+        fn = compile_fn(forward, "cpu")
+        with stats.watch():
+            fn(model, x)
+        assert stats.graphs == 1, f"case {i} compiled {stats.graphs} graphs"
+
+
+def test_rope_table_built_in_a_compiled_inference_forward_serves_training(aot_eager):
+    """The RoPE table cached by a compiled forward under inference_mode is a plain tensor: a later training step
+    with the same length saves it for backward without error."""
+    torch.manual_seed(0)
+    model = make_config("transformer", d_model=32, n_layers=1, vocab_size=VOCAB).build()
+    tokens = torch.randint(0, VOCAB, (2, 9))
+    with torch.inference_mode():
+        compile_fn(model, "cpu")(tokens)
+    model(tokens).sum().backward()
+    assert model.head.weight.grad is not None

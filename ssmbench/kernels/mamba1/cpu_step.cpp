@@ -6,8 +6,9 @@
 // matrix-vector sweep over the weights in their stored dtype.
 //
 // dtypes (T = weights and activations, S = state and arithmetic): double/double, float/float, bf16/float.
-// bfloat16 rounds exactly where the PyTorch step holds a bfloat16 tensor (the in_proj, conv, x_proj and dt_proj
-// outputs, y before out_proj, the output), so both compute the same function up to float32 summation order.
+// bfloat16 rounds where the PyTorch step holds a bfloat16 tensor (the in_proj outputs, each conv product, sum, biased
+// sum and SiLU, the x_proj and dt_proj outputs, y before out_proj, the output), so both compute the same function
+// up to float32 summation order.
 //
 // Layouts (contiguous): hidden, out (b, dm); w_in (2 di, dm); conv_w (di, k); conv_b, dt_bias, D (di);
 // w_x (r + 2n, di); w_dt (di, r); A_log (di, n); w_out (dm, di); conv_state (b, di, k), oldest input first;
@@ -85,7 +86,9 @@ void gemv(const T* __restrict w, const S* __restrict x, S* __restrict y, int64_t
 //   float32: 16 weights per FMA.
 //   bfloat16: vdpbf16ps, 32 weights per instruction; x is rounded to bfloat16 first, as the PyTorch step's
 //   bfloat16 tensors are, so the pairwise products are exact in float32 and only the summation order differs.
-// Without AVX512-BF16 the bfloat16 weights are widened to float32 (a shift) and summed by the float32 kernel.
+// Without AVX512-BF16 the bfloat16 weights are widened to float32 (a shift) and summed by the float32 kernel;
+// without AVX-512 (BW for the 16-bit masked loads) every dtype takes the generic loop above.
+#if defined(__AVX512F__) && defined(__AVX512BW__)
 template <typename W>
 struct Lanes;
 template <>
@@ -185,6 +188,7 @@ template <>
 void gemv<bf16, float>(const bf16* w, const float* x, float* y, int64_t b, int64_t rows, int64_t K, int nthreads) {
   gemv_avx512<bf16>(w, x, y, b, rows, K, nthreads);
 }
+#endif  // __AVX512F__ && __AVX512BW__
 
 // h = exp(dt A) h + dt u B and y = (<C, h> + D u) * gate for every (batch, channel) row; A = -exp(A_log).
 // NT > 0 is n known at compile time.
@@ -281,7 +285,9 @@ int step(const T* hidden, const T* w_in, const T* conv_w, const T* conv_b, const
   for (int64_t i = 0; i < b * 2 * di; ++i) xz[i] = stored<T>(xz[i]);
 
   // conv step. The windows (di, k) are contiguous, so shifting every window left by one is one memmove of the
-  // whole state (each window's first slot takes the next window's oldest input, overwritten by x right after).
+  // whole state (each window's last slot takes the next window's oldest input, overwritten by x right after).
+  // Rounded as the PyTorch step's (conv_state * weight).sum(-1) + bias, SiLU: each product, the sum, the biased
+  // sum and the SiLU are T values (a no-op unless T is bfloat16).
   for (int64_t bi = 0; bi < b; ++bi) {
     T* win = conv_state + bi * di * k;
     std::memmove(win, win + 1, (di * k - 1) * sizeof(T));
@@ -290,9 +296,9 @@ int step(const T* hidden, const T* w_in, const T* conv_w, const T* conv_b, const
     S* out_r = xc + bi * di;
 #pragma omp simd
     for (int64_t d = 0; d < di; ++d) {
-      S acc = to_s(conv_b[d]);
-      for (int64_t j = 0; j < k; ++j) acc += to_s(win[d * k + j]) * to_s(conv_w[d * k + j]);
-      const S v = stored<T>(acc);
+      S acc = 0;
+      for (int64_t j = 0; j < k; ++j) acc += stored<T>(to_s(win[d * k + j]) * to_s(conv_w[d * k + j]));
+      const S v = stored<T>(stored<T>(acc) + to_s(conv_b[d]));
       out_r[d] = stored<T>(v * sigmoid(v));
     }
   }

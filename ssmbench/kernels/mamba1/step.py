@@ -100,9 +100,10 @@ def _check(hidden: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tens
     di, k = w.conv_w.shape
     n = w.A_log.shape[1]
     expected = {"w_in": (2 * di, dm), "w_x": (w.dt_rank + 2 * n, di), "w_dt": (di, w.dt_rank), "w_out": (dm, di),
+                "conv_b": (di,), "dt_bias": (di,), "A_log": (di, n), "D": (di,),
                 "conv_state": (b, di, k), "ssm_state": (b, di, n)}
-    actual = {"w_in": w.w_in, "w_x": w.w_x, "w_dt": w.w_dt, "w_out": w.w_out, "conv_state": conv_state,
-              "ssm_state": ssm_state}
+    actual = {"w_in": w.w_in, "w_x": w.w_x, "w_dt": w.w_dt, "w_out": w.w_out, "conv_b": w.conv_b, "dt_bias": w.dt_bias,
+              "A_log": w.A_log, "D": w.D, "conv_state": conv_state, "ssm_state": ssm_state}
     for name, shape in expected.items():
         if tuple(actual[name].shape) != shape:
             raise ValueError(f"{name} must be {shape}, got {tuple(actual[name].shape)}")
@@ -160,7 +161,8 @@ _LIB.impl("mamba1_step", lambda hidden, conv_state, ssm_state, weights: _run(hid
 
 @torch.library.register_fake("ssmbench::mamba1_step", lib=_LIB)
 def _(hidden, conv_state, ssm_state, weights):
-    return torch.empty_like(hidden)
+    # contiguous, as the real op's output (hidden may be a strided view)
+    return torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device)
 
 
 def mamba_step_compiled(hidden: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor,
