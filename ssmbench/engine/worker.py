@@ -51,8 +51,11 @@ def classify(exc: BaseException) -> tuple[str, str, bool]:
 def configure(case: Case) -> None:
     import torch
 
+    from ssmbench.models.compile import fresh_compile_state
+
     if case.threads > 0 and torch.get_num_threads() != case.threads:
         torch.set_num_threads(case.threads)
+    fresh_compile_state()
 
 
 def execute(case: Case) -> tuple[CaseResult, bool]:

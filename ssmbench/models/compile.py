@@ -12,6 +12,7 @@ break happened, and results record both, so a compiled row that is no faster sho
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,14 +64,21 @@ class _FrozenWhileCompiling:
         return out
 
 
+def fresh_compile_state() -> None:
+    """Forget what dynamo compiled for earlier cases (a worker calls this before each case). A worker runs many cases
+    in one process, and dynamo keeps compiled entries per code object (every model's forward shares
+    SequenceModel.forward's, every decode step greedy_step's): past its recompile limit (8) it would run later cases
+    eagerly without a word. Not per compile_fn call: a pair case compiles both sides before timing them alternately.
+    Inductor's on-disk cache keeps recompiling quick."""
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None:  # nothing was ever compiled in this process otherwise
+        dynamo.reset()
+
+
 def compile_fn(fn: Callable[..., Any], device: str, own_cuda_graph: bool = False,
                inference: bool = False) -> Callable[..., Any]:
     """``fn`` compiled by inductor with static shapes (see the module docstring). ``inference`` (no gradients, fixed
     parameters) on CPU freezes the weights and autotunes the GEMMs (:data:`CPU_INFERENCE_OPTIONS`)."""
-    # A worker runs many cases in one process, and dynamo keeps compiled entries per code object (every model's
-    # forward shares SequenceModel.forward's): past its recompile limit (8) it would run later cases eagerly
-    # without a word. Each compiled case starts from an empty cache (inductor's on-disk cache keeps it quick).
-    torch._dynamo.reset()
     if BACKEND != "inductor":
         return torch.compile(fn, backend=BACKEND, dynamic=False)
     if inference and device == "cpu":

@@ -12,7 +12,7 @@ import torch
 
 from ssmbench.models import compile as compile_mod
 from ssmbench.models import make_config
-from ssmbench.models.compile import CompileStats, compile_fn
+from ssmbench.models.compile import CompileStats, compile_fn, fresh_compile_state
 from ssmbench.models.inference import prefill, start_decoding
 from ssmbench.registry import MODELS
 
@@ -129,14 +129,15 @@ def test_compiled_forward_and_loss_gradients_equal_eager_in_float64(aot_eager):
 
 
 def test_every_compiled_case_compiles_past_dynamo_recompile_limit(aot_eager):
-    """A worker compiles case after case; without a reset per compile_fn, dynamo's per-code-object limit (8) would
-    make the later ones run eagerly with no graph compiled."""
+    """A worker compiles case after case; without fresh_compile_state before each (engine/worker.configure calls it),
+    dynamo's per-code-object limit (8) would make the later ones run eagerly with no graph compiled."""
     def forward(model, x):
         return model(x)
 
     x = torch.randn(2, 3)
     for i in range(12):
         model = torch.nn.Linear(3, 3)  # a new object each case: a guard failure for the shared code object
+        fresh_compile_state()
         stats = CompileStats()
         fn = compile_fn(forward, "cpu")
         with stats.watch():
