@@ -170,9 +170,10 @@ def parse_int_list(text: str | int | list[int], what: str) -> tuple[int, ...]:
     return tuple(parse_size(p, what) for p in parts if str(p).strip())
 
 
-# The CPU instruction sets on which PyTorch's half-precision matmuls run natively (oneDNN's bfloat16 kernels use
-# AVX512-BF16 or AMX; its float16 ones AMX-FP16): without one, the timings measure an emulation, not the model.
-NATIVE_HALF_FLAGS = {"bfloat16": ("avx512_bf16", "amx_bf16"), "float16": ("amx_fp16",)}
+# The CPU instruction sets on which PyTorch's half-precision matmuls run natively (x86: oneDNN's bfloat16 kernels use
+# AVX512-BF16 or AMX, its float16 ones AMX-FP16; Arm: the BF16 extension, "bf16" in /proc/cpuinfo): without one, the
+# timings measure an emulation, not the model.
+NATIVE_HALF_FLAGS = {"bfloat16": ("avx512_bf16", "amx_bf16", "bf16"), "float16": ("amx_fp16",)}
 
 
 def cpu_flags() -> set[str]:

@@ -87,8 +87,9 @@ def test_device_dtype_combinations():
     # half precision on a CPU only where it runs natively (AVX512-BF16 / AMX), not emulated
     with pytest.raises(SpecError, match="not supported on this cpu: it has none of amx_fp16"):
         check_device_dtype("cpu", "float16", flags={"avx2", "avx512f", "avx512_fp16"})
-    with pytest.raises(SpecError, match="avx512_bf16, amx_bf16"):
+    with pytest.raises(SpecError, match="avx512_bf16, amx_bf16, bf16"):
         check_device_dtype("cpu", "bfloat16", flags=set())
+    check_device_dtype("cpu", "bfloat16", flags={"asimd", "bf16"})  # an Arm CPU with the BF16 extension
     check_device_dtype("cpu", "bfloat16", flags={"avx512f", "avx512_bf16"})
     check_device_dtype("cpu", "float16", flags={"amx_fp16"})
     with pytest.raises(SpecError, match="unknown device"):
