@@ -149,15 +149,27 @@ def _series_label(model: str, backend: str) -> str:
     return f"{model} ({backend})"
 
 
+# The backend label of a torch.compile'd row ends with this (models/compile.py's COMPILED_SUFFIX; repeated here so
+# the report does not import torch, and checked equal by tests/report/test_build.py).
+COMPILED_SUFFIX = "+torch.compile"
+
+
+def is_compiled(backend: str) -> bool:
+    return backend.endswith(COMPILED_SUFFIX)
+
+
 def crossovers_vs_attention(series: dict[tuple[str, str], pd.DataFrame], column: str,
                             label: Callable[[str, str], str]) -> list[Crossover]:
-    """Each non-attention series of {(model, backend): rows by seq_len} against each attention series on ``column``."""
+    """Each non-attention series of {(model, backend): rows by seq_len} against each attention series on ``column``,
+    eager with eager and compiled with compiled: across modes the comparison would be of compilers, not models."""
     attn = [(k, g) for k, g in series.items() if k[0] in ATTENTION_MODELS]
     out = []
     for (m, b), g in series.items():
         if m in ATTENTION_MODELS:
             continue
         for (am, ab), ag in attn:
+            if is_compiled(b) != is_compiled(ab):
+                continue
             both = g.merge(ag, on="seq_len", suffixes=("", "_attn"))
             if not both.empty:
                 out.append(find_crossover(both.seq_len, both[column], both[f"{column}_attn"], label(m, b),

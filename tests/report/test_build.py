@@ -76,3 +76,26 @@ def test_report_from_small_dataset(tmp_path, tiny_case):
     assert "from L ≈ 1k" in md
     assert "| mamba | fwd | 8k | 1 | timeout |" in md
     assert "## Fairness" in md
+
+
+def test_report_compiled_suffix_matches_the_compile_module():
+    from ssmbench.models.compile import COMPILED_SUFFIX
+    from ssmbench.report.common import COMPILED_SUFFIX as REPORT_SUFFIX
+
+    assert REPORT_SUFFIX == COMPILED_SUFFIX
+
+
+def test_crossovers_compare_within_one_compile_mode():
+    """An SSM's eager series is compared with attention's eager one only, and compiled with compiled."""
+    import pandas as pd
+
+    from ssmbench.report.common import crossovers_vs_attention
+
+    rows = lambda t: pd.DataFrame({"seq_len": [1024, 2048], "t": t})  # noqa: E731
+    series = {("mamba", "compiled"): rows([1.0, 2.0]), ("mamba", "compiled+torch.compile"): rows([0.5, 1.0]),
+              ("transformer", "sdpa"): rows([2.0, 4.0]), ("transformer", "sdpa+torch.compile"): rows([1.0, 2.0])}
+    found = crossovers_vs_attention(series, "t", lambda m, b: f"{m} ({b})")
+    assert len(found) == 2  # not 4: no eager-vs-compiled pairs
+    for crossover in found:
+        ssm_side, attention_side = crossover.describe().split(" than ", 1)
+        assert ("torch.compile" in ssm_side) == ("torch.compile" in attention_side), crossover.describe()
