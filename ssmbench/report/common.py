@@ -63,6 +63,24 @@ def format_bytes(b: float) -> str:
     return f"{b:.3g} GiB"
 
 
+def series_style(models: Sequence[str], model: str, backend: str) -> dict[str, Any]:
+    """Line style of one (model, backend) series in a figure showing ``models``: one colour per model, so a model's
+    eager and compiled series read as a pair; dashed lines for attention; hollow squares for torch.compile'd rows."""
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+               "#17becf"]
+    order = sorted(set(models))
+    style: dict[str, Any] = {"color": palette[order.index(model) % len(palette)] if model in order else None,
+                             "linestyle": "--" if model in ATTENTION_MODELS else "-", "marker": "o"}
+    if is_compiled(backend):
+        style.update(marker="s", markerfacecolor="none")
+    return style
+
+
+def exponent_label(alpha: float) -> str:
+    """"  ~L^1.23" for a legend, nothing when no exponent could be fitted (one length)."""
+    return "" if not math.isfinite(alpha) else f"  ~L^{alpha:.2f}".replace("-0.00", "0.00")
+
+
 def pyplot() -> Any:
     """matplotlib.pyplot on the file-only Agg backend, imported on first use (matplotlib is slow to import)."""
     import matplotlib

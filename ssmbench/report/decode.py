@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from ssmbench.report.common import (
-    ATTENTION_MODELS,
     crossovers_vs_attention,
+    exponent_label,
     fit_exponent,
     format_bytes,
     format_length,
@@ -28,6 +28,7 @@ from ssmbench.report.common import (
     pyplot,
     readable_log_y,
     save_figure,
+    series_style,
 )
 
 GROUP = ["device", "dtype", "d_model", "n_layers"]
@@ -87,14 +88,13 @@ def plot_decode(table: pd.DataFrame, out_dir: Path) -> list[Path]:
         fig, (ax_l, ax_s) = plt.subplots(1, 2, figsize=(13, 5))
         for (m, b, batch, graphs), g in grp.groupby(SERIES, sort=True):
             g = g.sort_values("seq_len")
-            style = "--" if m in ATTENTION_MODELS else "-"
+            style = series_style(grp.model.tolist(), m, b)
             alpha = fit_exponent(g.seq_len, g["token_latency:p50"])
-            (line,) = ax_l.plot(g.seq_len, g["token_latency:p50"] * 1e3, style, marker="o",
-                                label=f"{_label(m, b, batch, graphs)}  ~L^{_exp(alpha)}")
+            ax_l.plot(g.seq_len, g["token_latency:p50"] * 1e3, **style,
+                      label=f"{_label(m, b, batch, graphs)}{exponent_label(alpha)}")
             ax_l.fill_between(g.seq_len, g["token_latency:p50"] * 1e3, g["token_latency:p90"] * 1e3, alpha=0.15,
-                              color=line.get_color())
-            ax_s.plot(g.seq_len, g["state_bytes:value"] / 2**20, style, marker="o", color=line.get_color(),
-                      label=_label(m, b, batch, graphs))
+                              color=style["color"])
+            ax_s.plot(g.seq_len, g["state_bytes:value"] / 2**20, **style, label=_label(m, b, batch, graphs))
         ax_l.set(xscale="log", yscale="log", xlabel="context length L", ylabel="per-token latency (ms)",
                  title="decode: per-token latency (p50, band to p90)")
         ax_s.set(xscale="log", yscale="log", xlabel="context length L", ylabel="MiB",

@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from ssmbench.report.common import (
-    ATTENTION_MODELS,
     Crossover,
     _series_label,
     crossovers_vs_attention,
+    exponent_label,
     fit_exponent,
     format_bytes,
     format_length,
@@ -27,6 +27,7 @@ from ssmbench.report.common import (
     pyplot,
     readable_log_y,
     save_figure,
+    series_style,
 )
 from ssmbench.report.searches import mark_searches, searches_for
 
@@ -92,16 +93,13 @@ def plot_speed(table: pd.DataFrame, out_dir: Path, exponents: dict[str, float],
             g = g.groupby("seq_len", as_index=False).median(numeric_only=True).sort_values("seq_len")
             label = _series_label(m, b)
             alpha = exponents.get(f"{prefix} {label}", float("nan"))
-            style = "--" if m in ATTENTION_MODELS else "-"
-            (line,) = ax_t.plot(g.seq_len, g.seq_time_median * 1e3, style, marker="o",
-                                label=f"{label}  ~L^{alpha:.2f}")
-            ax_t.fill_between(g.seq_len, g.seq_time_q25 * 1e3, g.seq_time_q75 * 1e3, alpha=0.2,
-                              color=line.get_color())
-            ax_tp.plot(g.seq_len, g["tokens_per_s:median"], style, marker="o", color=line.get_color(), label=label)
+            style = series_style(grp.model.tolist(), m, b)
+            ax_t.plot(g.seq_len, g.seq_time_median * 1e3, **style, label=f"{label}{exponent_label(alpha)}")
+            ax_t.fill_between(g.seq_len, g.seq_time_q25 * 1e3, g.seq_time_q75 * 1e3, alpha=0.2, color=style["color"])
+            ax_tp.plot(g.seq_len, g["tokens_per_s:median"], **style, label=label)
             if "peak_mem_delta:max" in g:
                 mem = g[g["peak_mem_delta:max"] > 0]  # a zero (all pages already resident) has no log position
-                ax_m.plot(mem.seq_len, mem["peak_mem_delta:max"] / 2**20, style, marker="o",
-                          color=line.get_color(), label=label)
+                ax_m.plot(mem.seq_len, mem["peak_mem_delta:max"] / 2**20, **style, label=label)
         for c in crossovers:
             if c.ssm.startswith(prefix) and c.relation == "at" and c.length is not None:
                 ax_t.axvline(c.length, color="grey", linestyle=":", linewidth=1)
