@@ -18,14 +18,19 @@ def _version(package: str) -> str | None:
         return None
 
 
-def cpu_model() -> str:
+def cpuinfo_line(*prefixes: str) -> str | None:
+    """The first line of /proc/cpuinfo that starts with one of ``prefixes``; "" when there is none, None when the
+    file cannot be read (not Linux)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return None
+    return next((line for line in text.splitlines() if line.startswith(prefixes)), "")
+
+
+def cpu_model() -> str:
+    line = cpuinfo_line("model name")
+    return line.split(":", 1)[1].strip() if line else platform.processor() or platform.machine()
 
 
 def git_sha(path: Path | None = None) -> str | None:

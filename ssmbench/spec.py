@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssmbench.env import cpuinfo_line
 from ssmbench.registry import MODELS, UnknownName
 
 MODES = ("fwd", "fwdbwd", "prefill", "decode")
@@ -178,13 +179,8 @@ NATIVE_HALF_FLAGS = {"bfloat16": ("avx512_bf16", "amx_bf16", "bf16"), "float16":
 
 def cpu_flags() -> set[str]:
     """The CPU feature flags of this machine (Linux /proc/cpuinfo; empty where it cannot be read)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    line = cpuinfo_line("flags", "Features")
+    return set(line.split(":", 1)[1].split()) if line else set()
 
 
 def check_device_dtype(device: str, dtype: str, flags: set[str] | None = None) -> None:

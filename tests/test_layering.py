@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ssmbench"
 
 # Lower number = lower layer. A module may import its own top-level unit or any unit with a lower rank.
 RANKS = {
-    "kernels": 0, "case": 0, "registry": 0, "env": 0, "synthetic": 0,
+    "env": -1,  # facts about this machine and environment, from the standard library only: even kernels read them
+    "kernels": 0, "case": 0, "registry": 0, "synthetic": 0,
     "spec": 1, "store": 1,
     "options": 1.2,  # model options checked against the config dataclasses (spec, registry)
     "schema": 1.5,  # the typed input schema: built on spec's parsers, below every feature layer

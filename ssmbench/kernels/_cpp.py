@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ssmbench.env import cpuinfo_line
+
 # Headers every kernel source may include (``#include "../cpu_math.h"``): hashed into each build name.
 SHARED_HEADERS = (Path(__file__).with_name("cpu_math.h"),)
 CFLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=fast", "-Wno-psabi")
@@ -28,15 +30,8 @@ def build_root() -> Path:
 
 
 def cpu_fingerprint() -> str:
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags = line
-                break
-    except OSError:
-        flags = platform.processor()
-    return f"{platform.machine()} {flags}"
+    flags = cpuinfo_line("flags", "Features")
+    return f"{platform.machine()} {platform.processor() if flags is None else flags}"
 
 
 def extension_name(prefix: str, source: Path, cflags=CFLAGS, ldflags=LDFLAGS) -> str:
