@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,15 +139,24 @@ def parse_models(text: str) -> tuple[ModelSpec, ...]:
     return tuple(dict.fromkeys(specs))
 
 
-def parse_modes(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+def parse_choices(text: str | list[str] | tuple[str, ...], known: Sequence[str], unknown: str,
+                  empty: str) -> tuple[str, ...]:
+    """Comma-separated names (or a list of them), lower-cased, repeats dropped in order; each must be one of
+    ``known``. ``unknown`` is the error for a name not known (``{name}`` in it is replaced), ``empty`` the error
+    for no name at all."""
     parts = text.split(",") if isinstance(text, str) else list(text)
-    modes = tuple(dict.fromkeys(p.strip().lower() for p in parts if p.strip()))
-    for m in modes:
-        if m not in MODES:
-            raise SpecError(f"unknown mode '{m}'; choose from {', '.join(MODES)}")
-    if not modes:
-        raise SpecError(f"no mode given; choose from {', '.join(MODES)}")
-    return modes
+    names = tuple(dict.fromkeys(p.strip().lower() for p in parts if p.strip()))
+    for name in names:
+        if name not in known:
+            raise SpecError(unknown.replace("{name}", name))
+    if not names:
+        raise SpecError(empty)
+    return names
+
+
+def parse_modes(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    choose = f"choose from {', '.join(MODES)}"
+    return parse_choices(text, MODES, f"unknown mode '{{name}}'; {choose}", f"no mode given; {choose}")
 
 
 def parse_compile(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ssmbench.cli.common import DryRun, Force, ResultsDir, RetryFailed, Shard, parse_options, run_sweeps
-from ssmbench.spec import SpecError
+from ssmbench.spec import SpecError, parse_choices
 
 
 def kernel(
@@ -78,10 +78,5 @@ def _backends(op: str, text: str | None, device: str) -> tuple[str, ...]:
     known = kernels.backend_names(op)
     if text is None:
         return tuple(b.name for b in kernels.backends(op, device) if b.available and b.name != "reference")
-    names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
-    for n in names:
-        if n not in known:
-            raise SpecError(f"unknown backend '{n}' for {op}; known: {', '.join(known)}")
-    if not names:
-        raise SpecError(f"no backends given; known for {op}: {', '.join(known)}")
-    return names
+    return parse_choices(text, known, f"unknown backend '{{name}}' for {op}; known: {', '.join(known)}",
+                         f"no backends given; known for {op}: {', '.join(known)}")
