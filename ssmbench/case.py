@@ -16,6 +16,9 @@ _NOT_IN_ID = ("timeout_s",)
 # Fields added after results were first stored: left out of the id while at their default, so that adding a field
 # never changes the ids (and so the resumability) of existing results directories.
 _ID_IF_SET = {"search": "", "max_memory": 0, "compile": "eager"}
+# Appended to the backend label of a case with compile == "compiled", so that eager and compiled rows are separate
+# series in reports (here, torch-free, so that the report can tell them apart without importing torch).
+COMPILED_SUFFIX = "+torch.compile"
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
+from ssmbench.case import COMPILED_SUFFIX
+
 EAGER, COMPILED = "eager", "compiled"
 COMPILE_MODES = (EAGER, COMPILED)
-# the label appended to the backend that ran, so eager and compiled rows are separate series in reports
-COMPILED_SUFFIX = "+torch.compile"
 
 
 # The torch.compile backend. Tests set "aot_eager" (same tracing, functionalisation and graph breaks, no code

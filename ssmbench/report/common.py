@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ssmbench.case import COMPILED_SUFFIX
+
 ATTENTION_MODELS = ("transformer",)
 @dataclass(frozen=True)
 class Crossover:
@@ -167,12 +169,8 @@ def _series_label(model: str, backend: str) -> str:
     return f"{model} ({backend})"
 
 
-# The backend label of a torch.compile'd row ends with this (models/compile.py's COMPILED_SUFFIX; repeated here so
-# the report does not import torch, and checked equal by tests/report/test_build.py).
-COMPILED_SUFFIX = "+torch.compile"
-
-
 def is_compiled(backend: str) -> bool:
+    """Whether a backend label is a torch.compile'd row's (``case.COMPILED_SUFFIX``)."""
     return backend.endswith(COMPILED_SUFFIX)
 
 

@@ -78,11 +78,12 @@ def test_report_from_small_dataset(tmp_path, tiny_case):
     assert "## Fairness" in md
 
 
-def test_report_compiled_suffix_matches_the_compile_module():
-    from ssmbench.models.compile import COMPILED_SUFFIX
-    from ssmbench.report.common import COMPILED_SUFFIX as REPORT_SUFFIX
+def test_report_tells_compiled_labels_from_eager_ones():
+    from ssmbench.models.compile import compiled_label
+    from ssmbench.report.common import is_compiled
 
-    assert REPORT_SUFFIX == COMPILED_SUFFIX
+    assert is_compiled(compiled_label("compiled+sdpa", True))
+    assert not is_compiled(compiled_label("compiled+sdpa", False))
 
 
 def test_crossovers_compare_within_one_compile_mode():
