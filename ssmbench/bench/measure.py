@@ -44,8 +44,7 @@ def ran_backend(case: Case) -> str:
 
 def compile_for_case(case: Case, fn: Callable[..., Any]) -> tuple[Callable[..., Any], CompileStats | None]:
     """``fn`` as the case runs it: itself (eager), or compiled with its first call (the compilation, timed as
-    ``first_call`` by the timer) watched for graph breaks. That first call runs ``fn`` once eagerly (without
-    gradients) before compiling, so the kernels' backend resolution is cached and not traced."""
+    ``first_call`` by the timer; compile_fn runs ``fn`` once eagerly before it) watched for graph breaks."""
     if case.compile != COMPILED:
         return fn, None
     compiled, stats = compile_fn(fn, case.device), CompileStats()
@@ -56,8 +55,6 @@ def compile_for_case(case: Case, fn: Callable[..., Any]) -> tuple[Callable[..., 
         if not first:
             return compiled(*args)
         first = False
-        with torch.no_grad():
-            fn(*args)
         with stats.watch():
             return compiled(*args)
 

@@ -44,24 +44,32 @@ def compile_mode(device: str, own_cuda_graph: bool = False) -> str | None:
 CPU_INFERENCE_OPTIONS = {"max_autotune": True}
 
 
-class _FrozenWhileCompiling:
-    """A compiled function whose compiling calls run with inductor's global ``freezing`` switched on. Passing it in
-    ``options`` is not enough: torch 2.13 reads it outside the per-compile patch (measured: no change), and patching
-    the global config around every call would cost more than a decode step, so only the first call is wrapped."""
+class _Compiled:
+    """``torch.compile(fn)`` whose first call runs ``fn`` once eagerly (without gradients) before the compiling
+    call: the eager run resolves every kernel backend (imports, probes, C++ builds), cached from then on, outside the
+    trace, where dynamo would break the graph at them. A caller that must not keep that run's side effects (a
+    decode step advancing its cache) undoes them after the first call.
 
-    def __init__(self, compiled: Callable[..., Any]) -> None:
-        self.compiled = compiled
-        self.compiling = True
+    ``freeze``: the compiling call runs with inductor's global ``freezing`` switched on. Passing it in ``options``
+    is not enough: torch 2.13 reads it outside the per-compile patch (measured: no change), and patching the global
+    config around every call would cost more than a decode step, so only the first call is wrapped."""
+
+    def __init__(self, fn: Callable[..., Any], compiled: Callable[..., Any], freeze: bool = False) -> None:
+        self.fn, self.compiled, self.freeze = fn, compiled, freeze
+        self.first = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not self.compiling:
+        if not self.first:
+            return self.compiled(*args, **kwargs)
+        self.first = False
+        with torch.no_grad():
+            self.fn(*args, **kwargs)
+        if not self.freeze:
             return self.compiled(*args, **kwargs)
         import torch._inductor.config as inductor_config
 
         with inductor_config.patch(freezing=True):
-            out = self.compiled(*args, **kwargs)
-        self.compiling = False
-        return out
+            return self.compiled(*args, **kwargs)
 
 
 def fresh_compile_state() -> None:
@@ -77,13 +85,14 @@ def fresh_compile_state() -> None:
 
 def compile_fn(fn: Callable[..., Any], device: str, own_cuda_graph: bool = False,
                inference: bool = False) -> Callable[..., Any]:
-    """``fn`` compiled by inductor with static shapes (see the module docstring). ``inference`` (no gradients, fixed
-    parameters) on CPU freezes the weights and autotunes the GEMMs (:data:`CPU_INFERENCE_OPTIONS`)."""
+    """``fn`` compiled by inductor with static shapes (see the module docstring), its first call running ``fn``
+    once eagerly first (:class:`_Compiled`). ``inference`` (no gradients, fixed parameters) on CPU freezes the
+    weights and autotunes the GEMMs (:data:`CPU_INFERENCE_OPTIONS`)."""
     if BACKEND != "inductor":
-        return torch.compile(fn, backend=BACKEND, dynamic=False)
+        return _Compiled(fn, torch.compile(fn, backend=BACKEND, dynamic=False))
     if inference and device == "cpu":
-        return _FrozenWhileCompiling(torch.compile(fn, dynamic=False, options=CPU_INFERENCE_OPTIONS))
-    return torch.compile(fn, mode=compile_mode(device, own_cuda_graph), dynamic=False)
+        return _Compiled(fn, torch.compile(fn, dynamic=False, options=CPU_INFERENCE_OPTIONS), freeze=True)
+    return _Compiled(fn, torch.compile(fn, mode=compile_mode(device, own_cuda_graph), dynamic=False))
 
 
 @dataclass

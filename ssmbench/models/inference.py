@@ -177,11 +177,8 @@ class GreedyDecoder:
     def _eager(self) -> None:
         if self._compiled is None:
             greedy_step(self.model, self.token, self.cache)
-        elif not self._guards_checked:  # the compiling call: dynamo installs and checks its guards
-            # One eager step first resolves every kernel backend (imports, probes, C++ builds) outside the trace,
-            # where dynamo would break the graph at them; start_decoding undoes both steps.
-            greedy_step(self.model, self.token, self.cache)
-            self._compiled(self.model, self.token, self.cache)
+        elif not self._guards_checked:  # the compiling call (an eager step, then the compiled one: compile_fn);
+            self._compiled(self.model, self.token, self.cache)  # start_decoding undoes both steps
             self._guards_checked = True
         else:
             self._compiled(self.model, self.token, self.cache)

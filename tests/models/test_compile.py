@@ -146,12 +146,12 @@ def test_every_compiled_case_compiles_past_dynamo_recompile_limit(aot_eager):
 
 
 def test_rope_table_built_in_a_compiled_inference_forward_serves_training(aot_eager):
-    """The RoPE table cached by a compiled forward under inference_mode is a plain tensor: a later training step
-    with the same length saves it for backward without error."""
+    """A compiled forward under inference_mode that meets a cold RoPE cache (torch.compile itself: compile_fn would
+    fill it with its eager first run) leaves nothing a later training step cannot save for backward."""
     torch.manual_seed(0)
     model = make_config("transformer", d_model=32, n_layers=1, vocab_size=VOCAB).build()
     tokens = torch.randint(0, VOCAB, (2, 9))
     with torch.inference_mode():
-        compile_fn(model, "cpu")(tokens)
+        torch.compile(model, backend="aot_eager", dynamic=False)(tokens)
     model(tokens).sum().backward()
     assert model.head.weight.grad is not None
