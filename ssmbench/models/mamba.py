@@ -13,12 +13,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ssmbench import kernels
 from ssmbench.kernels.conv import fill_conv_state
-from ssmbench.kernels.mamba1.step import MambaStepWeights, mamba_step_torch
+from ssmbench.kernels.mamba1.step import MambaStepWeights, mamba_step_torch, project_ssm_inputs
 from ssmbench.models.blocks import SequenceModel, interleave
 from ssmbench.models.configs import MambaConfig
 
@@ -51,9 +50,7 @@ class MambaMixer(nn.Module):
 
     def _ssm_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (..., d_inner) after conv -> delta (..., d_inner) pre-bias, B (..., N), C (..., N)."""
-        dbc = self.x_proj(x)
-        dt, B, C = dbc.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        return F.linear(dt, self.dt_proj.weight), B, C
+        return project_ssm_inputs(x, self.x_proj.weight, self.dt_proj.weight, self.d_state)
 
     def _mix(self, hidden: torch.Tensor, return_state: bool = False):
         """hidden (b, l, d_model) -> out (b, l, d_model) [, conv input (b, d_inner, l), final state (b, d_inner, N)]."""
@@ -100,6 +97,7 @@ class MambaMixer(nn.Module):
         # other (an explicit PyTorch or GPU scan) with the PyTorch step, so a pure-PyTorch model stays pure PyTorch.
         backend = "auto" if self.backend in ("auto", "compiled") else "torch"
         return kernels.mamba_step(hidden, cache["conv"], cache["ssm"], self.step_weights(), backend=backend)
+
 
 def build(config: MambaConfig) -> SequenceModel:
     mixers = interleave(config.n_layers, lambda i: MambaMixer(config.d_model, config.d_state, config.d_conv,

@@ -51,15 +51,22 @@ class MambaStepWeights:
                 self.w_out)
 
 
+def project_ssm_inputs(x: torch.Tensor, w_x: torch.Tensor, w_dt: torch.Tensor,
+                       n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x (..., di) after the conv -> delta before its bias (..., di), B (..., n), C (..., n): x_proj, then dt_proj
+    of its first dt_rank columns (the parallel forward and the step share it)."""
+    dt, B, C = F.linear(x, w_x).split([w_dt.shape[1], n, n], dim=-1)
+    return F.linear(dt, w_dt), B, C
+
+
 def mamba_step_torch(hidden: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor,
                      w: MambaStepWeights) -> torch.Tensor:
     """The step as PyTorch ops; the state math runs in the state's dtype (float32, or float64)."""
     x, z = F.linear(hidden, w.w_in).chunk(2, dim=-1)  # (b, di)
     x = causal_conv1d_step(x, conv_state, w.conv_w, w.conv_b, activation="silu")
-    n = w.A_log.shape[1]
-    dt, B, C = F.linear(x, w.w_x).split([w.dt_rank, n, n], dim=-1)
+    delta, B, C = project_ssm_inputs(x, w.w_x, w.w_dt, w.A_log.shape[1])
     st = ssm_state.dtype
-    delta = F.softplus(F.linear(dt, w.w_dt).to(st) + w.dt_bias.to(st))
+    delta = F.softplus(delta.to(st) + w.dt_bias.to(st))
     A = -torch.exp(w.A_log.to(st))
     xs = x.to(st)
     ssm_state.mul_(torch.exp(delta[..., None] * A)).add_(delta[..., None] * xs[..., None] * B.to(st)[:, None, :])
