@@ -152,13 +152,15 @@ template <typename W>
 void gemv_avx512(const W* __restrict w, const float* __restrict x, float* __restrict y, int64_t b, int64_t rows,
                  int64_t K, int nthreads) {
   constexpr int R = 16;
-  std::vector<typename Lanes<W>::X> xs(b * K);
-  for (int64_t i = 0; i < b * K; ++i) {
-    if constexpr (sizeof(W) == 2) {
-      xs[i] = to_bf16(x[i]);
-    } else {
-      xs[i] = x[i];
-    }
+  // bfloat16 weights take x rounded to bfloat16 (the pairs vdpbf16ps multiplies); float32 ones read x as it is
+  std::vector<bf16> x_bf16;
+  const typename Lanes<W>::X* xs;
+  if constexpr (sizeof(W) == 2) {
+    x_bf16.resize(b * K);
+    for (int64_t i = 0; i < b * K; ++i) x_bf16[i] = to_bf16(x[i]);
+    xs = x_bf16.data();
+  } else {
+    xs = x;
   }
   const int64_t blocks = (rows + R - 1) / R;
 #pragma omp parallel for num_threads(nthreads) if (nthreads > 1 && rows * K >= (1 << 16))
@@ -166,7 +168,7 @@ void gemv_avx512(const W* __restrict w, const float* __restrict x, float* __rest
     const int64_t o0 = blk * R;
     float part[R];
     for (int64_t bi = 0; bi < b; ++bi) {
-      const auto* xr = xs.data() + bi * K;
+      const auto* xr = xs + bi * K;
       if (o0 + R <= rows) {
         dot_rows<W, R>(w + o0 * K, xr, part, K);
         for (int r = 0; r < R; ++r) y[bi * rows + o0 + r] = part[r];
@@ -271,13 +273,16 @@ int step(const T* hidden, const T* w_in, const T* conv_w, const T* conv_b, const
          int64_t b, int64_t dm, int64_t di, int64_t k, int64_t r, int64_t n, int nthreads) {
   if (b <= 0 || dm <= 0 || di <= 0 || k <= 0 || r <= 0 || n <= 0 || nthreads <= 0) return 1;
   const int64_t nx = r + 2 * n;
-  std::vector<S> work(b * (dm + 2 * di + di + nx + di + di + dm));
+  // One scratch allocation per call for every intermediate.
+  std::vector<S> work(b * (dm + 2 * di + di + nx + r + di + di + di + dm));
   S* h_in = work.data();         // (b, dm)
   S* xz = h_in + b * dm;         // (b, 2 di): x then z
   S* xc = xz + b * 2 * di;       // (b, di) conv output after SiLU
   S* dbc = xc + b * di;          // (b, r + 2n): dt (r), B (n), C (n)
-  S* delta = dbc + b * nx;       // (b, di)
-  S* y = delta + b * di;         // (b, di)
+  S* dt_in = dbc + b * nx;       // (b, r): the dt columns of dbc, contiguous for dt_proj
+  S* delta = dt_in + b * r;      // (b, di)
+  S* gate = delta + b * di;      // (b, di) SiLU(z)
+  S* y = gate + b * di;          // (b, di)
   S* o = y + b * di;             // (b, dm)
   for (int64_t i = 0; i < b * dm; ++i) h_in[i] = to_s(hidden[i]);
 
@@ -305,15 +310,12 @@ int step(const T* hidden, const T* w_in, const T* conv_w, const T* conv_b, const
 
   gemv<T, S>(w_x, xc, dbc, b, nx, di, nthreads);
   for (int64_t i = 0; i < b * nx; ++i) dbc[i] = stored<T>(dbc[i]);
-  std::vector<S> dt_in(b * r);
   for (int64_t bi = 0; bi < b; ++bi)
     for (int64_t j = 0; j < r; ++j) dt_in[bi * r + j] = dbc[bi * nx + j];
-  gemv<T, S>(w_dt, dt_in.data(), delta, b, di, r, nthreads);
+  gemv<T, S>(w_dt, dt_in, delta, b, di, r, nthreads);
 
   // softplus(dt + bias) and SiLU(z) for every channel first: vector loops across channels, where per-channel
   // scalar calls inside the state loop cost more than the state update itself
-  std::vector<S> gate_buf(b * di);
-  S* gate = gate_buf.data();
   for (int64_t bi = 0; bi < b; ++bi) {
     S* dl = delta + bi * di;
     const S* zr = xz + bi * 2 * di + di;
