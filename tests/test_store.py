@@ -132,12 +132,17 @@ def test_damaged_parts_are_skipped_named_and_quarantined(tmp_path, tiny_case):
     assert tiny_case(seq_len=32).case_id not in store.finished_cases(tmp_path)  # re-run by the next sweep
 
 
-def test_files_respect_the_umask_and_write_failures_are_typed(tmp_path, tiny_case):
-    old = os.umask(0o027)
+def _write_under_umask(root, case, umask: int):
+    """store.write_case's part, written with the process umask set to ``umask``."""
+    old = os.umask(umask)
     try:
-        path = store.write_case(tmp_path, "r", tiny_case(), _ok(1.0))
+        return store.write_case(root, "r", case, _ok(1.0))
     finally:
         os.umask(old)
+
+
+def test_files_respect_the_umask_and_write_failures_are_typed(tmp_path, tiny_case):
+    path = _write_under_umask(tmp_path, tiny_case(), 0o027)
     assert path.stat().st_mode & 0o777 == 0o640
     (tmp_path / "blocked").mkdir()
     (tmp_path / "blocked" / "parts").write_text("")  # a file where the parts directory should be
@@ -151,14 +156,12 @@ def test_files_respect_the_umask_and_write_failures_are_typed(tmp_path, tiny_cas
 
 def test_parts_get_the_mode_a_plain_open_would_give(tmp_path, tiny_case):
     """0666 minus the umask (mkstemp's 0600 would hide a shared results directory from the group)."""
-    old = os.umask(0o027)
-    try:
-        path = store.write_case(tmp_path, "r", tiny_case(), _ok(1.0))
-    finally:
-        os.umask(old)
+    path = _write_under_umask(tmp_path, tiny_case(), 0o027)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    umask = os.umask(0)  # the process's own umask (reading it means setting it)
+    os.umask(umask)
     path = store.write_case(tmp_path, "r", tiny_case(seq_len=32), _ok(1.0))
-    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~old
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
 
 def test_a_failed_write_raises_write_failed_and_leaves_no_temporary_file(tmp_path, tiny_case, monkeypatch):

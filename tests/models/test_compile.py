@@ -51,16 +51,20 @@ def decode(model: torch.nn.Module, compiled: bool, prompt: torch.Tensor, k: int)
     return runs[0], states
 
 
+def assert_compiled_decode_equals_eager(model: torch.nn.Module, prompt: torch.Tensor, k: int, rtol: float) -> None:
+    """The same greedy tokens and (to rtol, atol 1e-12) the same final cache, decoded eagerly and compiled."""
+    eager_tokens, eager_states = decode(model, False, prompt, k)
+    compiled_tokens, compiled_states = decode(model, True, prompt, k)
+    assert torch.equal(compiled_tokens, eager_tokens)
+    for a, b in zip(compiled_states, eager_states, strict=True):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", MODELS.names())
 @torch.inference_mode()
 def test_compiled_decode_equals_eager_in_float64(aot_eager, name):
-    model = build(name).eval()
     prompt = torch.randint(0, VOCAB, (3, 5), generator=torch.Generator().manual_seed(1))
-    eager_tokens, eager_states = decode(model, False, prompt, 7)
-    compiled_tokens, compiled_states = decode(model, True, prompt, 7)
-    assert torch.equal(compiled_tokens, eager_tokens)
-    for a, b in zip(compiled_states, eager_states, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert_compiled_decode_equals_eager(build(name).eval(), prompt, 7, rtol=1e-12)
 
 
 def test_graph_breaks_are_counted_with_their_reason(aot_eager):
@@ -88,13 +92,8 @@ def test_graph_breaks_are_counted_with_their_reason(aot_eager):
 @torch.inference_mode()
 def test_inductor_decode_equals_eager_in_float64(name):
     torch._dynamo.reset()
-    model = build(name, d_model=20).eval()
     prompt = torch.randint(0, VOCAB, (2, 3), generator=torch.Generator().manual_seed(2))
-    eager_tokens, eager_states = decode(model, False, prompt, 5)
-    compiled_tokens, compiled_states = decode(model, True, prompt, 5)
-    assert torch.equal(compiled_tokens, eager_tokens)
-    for a, b in zip(compiled_states, eager_states, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert_compiled_decode_equals_eager(build(name, d_model=20).eval(), prompt, 5, rtol=1e-10)
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
