@@ -256,6 +256,32 @@ def test_fft_conv_matches_direct(b: int, h: int, L: int, Lk: int, use_D: bool) -
     torch.testing.assert_close(results["direct"][0], y_def, **F64)
 
 
+@pytest.mark.parametrize("use_D", [True, False], ids=["D", "noD"])
+@pytest.mark.parametrize("b,h,L,Lk", [(2, 3, 17, 17), (2, 4, 64, 100), (1, 5, 50, 7)], ids=lambda v: str(v))
+def test_compiled_fft_conv_is_one_op_matching_direct_in_float64(b: int, h: int, L: int, Lk: int, use_D: bool) -> None:
+    """Under torch.compile the fft backend is the op ssmbench::fft_conv (no graph break) with an analytic backward:
+    outputs and gradients equal the direct convolution's, for a transposed (strided) u as S4 passes it."""
+    g = torch.Generator().manual_seed(L + Lk)
+    u = torch.randn(b, L, h, generator=g, dtype=torch.float64).transpose(1, 2).requires_grad_()
+    k = torch.randn(h, Lk, generator=g, dtype=torch.float64, requires_grad=True)
+    D = torch.randn(h, generator=g, dtype=torch.float64, requires_grad=True) if use_D else None
+    gy = torch.randn(b, h, L, generator=g, dtype=torch.float64)
+    inputs = [t for t in (u, k, D) if t is not None]
+    y_ref = kernels.fft_conv(u, k, D, backend="direct")
+    ref = (y_ref, *torch.autograd.grad((y_ref * gy).sum(), inputs))
+    kernels.fft_conv(u, k, D)  # resolve "auto" outside the trace, as compile_fn's eager first call does
+    torch._dynamo.reset()
+    conv = torch.compile(lambda u, k, D: kernels.fft_conv(u, k, D), backend="aot_eager", fullgraph=True)
+    y = conv(u, k, D)
+    for a, r in zip((y, *torch.autograd.grad((y * gy).sum(), inputs)), ref, strict=True):
+        torch.testing.assert_close(a, r, **F64)
+    torch.library.opcheck(torch.ops.ssmbench.fft_conv.default, (u, k, D))
+    # float32 kernel with bfloat16 activations: gradients come back in each input's dtype
+    low = (u.detach().bfloat16().requires_grad_(), k.detach().float().requires_grad_(),
+           None if D is None else D.detach().float().requires_grad_())
+    torch.library.opcheck(torch.ops.ssmbench.fft_conv.default, low)
+
+
 def test_fft_conv_float32_and_bf16() -> None:
     g = torch.Generator().manual_seed(0)
     u = torch.randn(2, 8, 1000, generator=g)

@@ -108,11 +108,12 @@ def test_compiled_speed_case_labels_the_backend_and_counts_graphs(aot_eager, tin
     assert "graph_breaks" not in {m.metric for m in eager.metrics} and "+" not in eager.info["backend"]
 
 
+@pytest.mark.parametrize("name", ["mamba", "s4", "s4-dplr"])
 @torch.no_grad()
-def test_compiled_forward_and_loss_gradients_equal_eager_in_float64(aot_eager):
+def test_compiled_forward_and_loss_gradients_equal_eager_in_float64(aot_eager, name):
     from ssmbench.bench.speed import lm_loss
 
-    model = build("mamba").train()
+    model = build(name).train()
     x = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(3))
     y = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(4))
     grads = []
