@@ -180,6 +180,9 @@ def print_outcome(con: Console, outcome) -> None:
         if breaks:  # a compiled case that dynamo could not trace whole: say where, once
             why = ((r.info or {}).get("graph_break_reasons") or ["?"])[0]
             detail += f" [yellow]{breaks} graph break(s): {escape(why[:90])}[/yellow]"
+        fallback = (r.info or {}).get("aot_fallback")
+        if fallback:  # a decode step that could not be compiled ahead of time ran through torch.compile
+            detail += f" [yellow]torch.compile (ahead-of-time compile failed: {escape(fallback[:90])})[/yellow]"
         con.print(f"[green]✓[/green] {escape(outcome.case.label())}  {detail}  [dim]({outcome.seconds:.1f} s)[/dim]")
     else:
         con.print(f"[red]✗ {r.status}[/red] {escape(outcome.case.label())}: {escape(r.error or '')}", highlight=False)

@@ -5,6 +5,9 @@ CUDA graphs (``mode="reduce-overhead"``) unless the benchmark captures its own g
 ``cuda_graphs``), where capturing a CUDA-graph-tree inside a capture would fail. Shapes are static
 (``dynamic=False``): every benchmark call has the same shapes, so one graph per case and no recompiles.
 
+A decode step on CPU is compiled ahead of time instead (:func:`compile_step`, :mod:`ssmbench.models.aot`): exported
+once and replayed without Python per call, as a CUDA graph replays a step on CUDA.
+
 Graph breaks (a region dynamo cannot trace, run eagerly between compiled graphs) are counted from dynamo's own
 counters around the first (compiling) call: :class:`CompileStats` says how many graphs were compiled and why each
 break happened, and results record both, so a compiled row that is no faster shows why.
@@ -95,22 +98,59 @@ def compile_fn(fn: Callable[..., Any], device: str, own_cuda_graph: bool = False
     return _Compiled(fn, torch.compile(fn, mode=compile_mode(device, own_cuda_graph), dynamic=False))
 
 
+def compile_step(fn: Callable[..., Any], device: str, own_cuda_graph: bool, stats: CompileStats
+                 ) -> Callable[..., Any]:
+    """A decode step ``fn(*args)`` (in-place updates, nothing returned) compiled for inference. On CPU with inductor
+    it is compiled ahead of time (:mod:`ssmbench.models.aot`: no Python per call, the CPU's counterpart of a CUDA
+    graph); if export or that compilation fails, the step falls back to :func:`compile_fn` and ``stats`` keeps
+    why. Elsewhere (CUDA, the test backend) it is :func:`compile_fn`."""
+    if BACKEND != "inductor" or device != "cpu" or own_cuda_graph:
+        return compile_fn(fn, device, own_cuda_graph, inference=True)
+    from ssmbench.models.aot import AheadOfTimeStep
+
+    aot = AheadOfTimeStep(fn, CPU_INFERENCE_OPTIONS)
+    fallback: list[Callable[..., Any]] = []
+
+    def call(*args: Any) -> Any:
+        if fallback:
+            return fallback[0](*args)
+        if aot.replay is not None:
+            return aot(*args)
+        try:
+            aot(*args)
+        except Exception as exc:  # any export or compile failure: torch.compile instead, the reason kept
+            stats.fallback = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or ['?'])[0][:200]}"
+            fallback.append(compile_fn(fn, device, inference=True))
+            return fallback[0](*args)
+        stats.path, stats.graphs = aot.path, 1  # one exported graph: export cannot break it
+        return None
+
+    call.ahead_of_time = aot  # type: ignore[attr-defined]
+    return call
+
+
 @dataclass
 class CompileStats:
-    """What dynamo did during the calls made inside :meth:`watch`: graphs compiled, graph breaks and why."""
+    """What dynamo did during the calls made inside :meth:`watch`: graphs compiled, graph breaks and why; for a
+    step compiled ahead of time (:func:`compile_step`), ``path`` says so, or ``fallback`` why it could not be."""
 
     graphs: int = 0
     graph_breaks: int = 0
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the watched calls (compilation included)
+    path: str = "torch.compile"
+    fallback: str = ""
 
     def watch(self) -> _Watch:
         return _Watch(self)
 
     def info(self) -> dict[str, Any]:
-        """For a result's info: counts and the distinct break reasons (first lines, at most 5)."""
-        return {"compiled_graphs": self.graphs, "graph_breaks": self.graph_breaks,
-                "graph_break_reasons": self.reasons[:5]}
+        """For a result's info: counts and the distinct break reasons (first lines, at most 5), how it was compiled."""
+        out = {"compiled_graphs": self.graphs, "graph_breaks": self.graph_breaks,
+               "graph_break_reasons": self.reasons[:5], "compile_path": self.path}
+        if self.fallback:
+            out["aot_fallback"] = self.fallback
+        return out
 
 
 class _Watch:

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ssmbench.models.aot import AOT_PATH
 from ssmbench.models.blocks import SequenceModel, tensor_bytes
-from ssmbench.models.compile import CompileStats, compile_fn
+from ssmbench.models.compile import CompileStats, compile_step
 
 NATIVE, STEP_LOOP, STATELESS = "native", "step_loop", "stateless"
 
@@ -148,8 +149,9 @@ class GreedyDecoder:
     With ``cuda_graphs`` the mixers are switched to their graph-safe step at construction, and :meth:`capture`
     records one step (model step + argmax + feedback) in a CUDA graph that :meth:`step` replays. Capturing runs
     warm-up steps, so the caller rewinds the cache afterwards — :func:`start_decoding` does it in the right order.
-    With ``compiled`` the whole step (every layer, argmax and feedback) is one ``torch.compile`` call over the
-    graph-safe (static-shape) mixers; its first call compiles, so :func:`start_decoding` makes it and rewinds.
+    With ``compiled`` the whole step (every layer, argmax and feedback) over the graph-safe (static-shape) mixers
+    is compiled as one: ahead of time by AOTInductor on CPU, ``torch.compile`` on CUDA (``compile_step``); its
+    first call compiles, so :func:`start_decoding` makes it and rewinds.
     """
 
     def __init__(self, model: SequenceModel, cache: list[Any], first_token: torch.Tensor,
@@ -168,8 +170,7 @@ class GreedyDecoder:
             self.static_mixers = enable_static(model, cache)
         if compiled:
             self.compile_stats = CompileStats()
-            self._compiled = compile_fn(greedy_step, self.token.device.type, own_cuda_graph=cuda_graphs,
-                                        inference=True)
+            self._compiled = compile_step(greedy_step, self.token.device.type, cuda_graphs, self.compile_stats)
 
     def eager_step(self) -> None:
         greedy_step(self.model, self.token, self.cache)
@@ -188,8 +189,8 @@ class GreedyDecoder:
         after the compiling one passes the very same model, token and cache objects with static shapes, so those
         guards cannot fail; evaluating them took ~40 us per token (Mamba, d_model 256, 1 CPU thread). Entering the
         stance costs about as much again, so it is entered once per run of steps, not per step."""
-        if self._compiled is None or not self._guards_checked:
-            return contextlib.nullcontext()
+        if self._compiled is None or not self._guards_checked or self.compile_stats.path == AOT_PATH:
+            return contextlib.nullcontext()  # a step compiled ahead of time has no guards
         return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
 
     def capture(self, warmup_steps: int = 2) -> None:

@@ -2,7 +2,7 @@
 
 The fast tests compile with the "aot_eager" backend: the same dynamo tracing, functionalisation of the in-place
 cache updates and graph breaks as inductor, without code generation (seconds instead of minutes on 2 cores).
-The inductor tests are marked slow.
+Inductor's decode path (ahead of time, on CPU) is tested in test_aot.py.
 """
 
 from __future__ import annotations
@@ -85,15 +85,6 @@ def test_graph_breaks_are_counted_with_their_reason(aot_eager):
     with whole.watch():
         compile_fn(lambda x: x.sin().cos(), "cpu")(torch.ones(3))
     assert whole.graph_breaks == 0 and whole.graphs == 1 and whole.reasons == []
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["mamba", "transformer"])
-@torch.inference_mode()
-def test_inductor_decode_equals_eager_in_float64(name):
-    torch._dynamo.reset()
-    prompt = torch.randint(0, VOCAB, (2, 3), generator=torch.Generator().manual_seed(2))
-    assert_compiled_decode_equals_eager(build(name, d_model=20).eval(), prompt, 5, rtol=1e-10)
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
