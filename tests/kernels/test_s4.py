@@ -137,6 +137,30 @@ def test_dplr_backward_saves_no_per_frequency_reciprocals(backend: str, usable: 
     assert largest[backend] < H * N * (L // 2 + 1) <= largest["cauchy_naive"]
 
 
+@pytest.mark.parametrize("L", [5, 33], ids=lambda v: f"L{v}")
+def test_compiled_cauchy_kernel_is_one_graph_matching_eager_in_float64(L: int, usable: Callable[[str], str]) -> None:
+    """Under torch.compile the C++ Cauchy kernel is the op ssmbench::s4_cauchy_woodbury (no graph break, no
+    torch.compiler.disable): kernel and gradients equal the eager C++ path and the dense recurrence."""
+    from ssmbench.kernels.s4.dplr import pair_coefficients
+
+    backend = usable("cauchy_compiled")
+    p = {k: v.requires_grad_(True) for k, v in make_params(3, 8, "dplr", seed=L).items()}
+    g = torch.randn(3, L, generator=torch.Generator().manual_seed(L), dtype=torch.float64)
+    eager = kernel(p, L, "dplr", backend)
+    ref = (eager, *torch.autograd.grad((eager * g).sum(), list(p.values())))
+    torch.testing.assert_close(eager, kernel(p, L, "dplr", "reference"), **F64)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda p: kernel(p, L, "dplr", backend), backend="aot_eager", fullgraph=True)
+    out = compiled(p)
+    for a, r in zip((out, *torch.autograd.grad((out * g).sum(), list(p.values()))), ref, strict=True):
+        torch.testing.assert_close(a, r, **F64)
+    omega = torch.polar(torch.ones(L // 2 + 1, dtype=torch.float64),
+                        -torch.arange(L // 2 + 1, dtype=torch.float64) * (2 * math.pi / L))
+    coef = pair_coefficients(p["A"], p["P"], p["B"], p["C"]).detach().requires_grad_()
+    x = (1 / p["dt"]).detach().requires_grad_()
+    torch.library.opcheck(torch.ops.ssmbench.s4_cauchy_woodbury.default, (1 - omega, x, (1 + omega) / 2, coef))
+
+
 @pytest.mark.parametrize("N", [8, 64], ids=lambda v: f"N{v}")
 def test_nplr_form_reconstructs_hippo_legs(N: int) -> None:
     """V (diag(Λ, Λ̄) − P̃ P̃*) V* over the full basis V = [V_h, V̄_h] is the original HiPPO-LegS A."""

@@ -41,7 +41,7 @@ KERNEL_BACKENDS: tuple[Backend, ...] = (
         priority={"cpu": 2},
         probe="ssmbench.kernels.s4.compiled:probe",
         requires=("cmd:c++", "cmd:ninja"),
-        opaque=True,
+        graph_op="ssmbench::s4_cauchy_woodbury",
         description="as cauchy, with the Cauchy sums in C++/OpenMP (needs a C++ compiler and ninja)",
     ),
     Backend(

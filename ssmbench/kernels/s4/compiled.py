@@ -80,3 +80,46 @@ def cauchy_backward(om, x, s, coef, grad) -> tuple[torch.Tensor, torch.Tensor]:
     if rc:
         raise RuntimeError(f"compiled Cauchy backward failed (code {rc})")
     return dx, dcoef
+
+
+# The same kernel as torch.library ops for torch.compile: a ctypes call traced by dynamo would guard on raw data
+# pointers, and behind torch.compiler.disable it broke the compiled S4-DPLR forward into six graphs. As ops (with
+# fake kernels and the analytic backward registered) the kernel stays inside one graph. Eagerly the kernel is called
+# directly (``dplr.CompiledWoodbury``); the ops' Python dispatch would add nothing there.
+@torch.library.custom_op("ssmbench::s4_cauchy_woodbury", mutates_args=(),
+                         schema="(Tensor om, Tensor x, Tensor s, Tensor coef) -> Tensor")
+def _woodbury_op(om: torch.Tensor, x: torch.Tensor, s: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    return cauchy_forward(om, x, s, coef)
+
+
+@_woodbury_op.register_fake
+def _(om, x, s, coef):
+    cdtype = torch.complex128 if coef.dtype == torch.float64 else torch.complex64
+    return coef.new_empty(coef.shape[0], om.shape[0], dtype=cdtype)
+
+
+@torch.library.custom_op("ssmbench::s4_cauchy_woodbury_backward", mutates_args=(),
+                         schema="(Tensor om, Tensor x, Tensor s, Tensor coef, Tensor grad) -> (Tensor, Tensor)")
+def _woodbury_backward_op(om: torch.Tensor, x: torch.Tensor, s: torch.Tensor, coef: torch.Tensor,
+                          grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    dx, dcoef = cauchy_backward(om, x, s, coef, grad)
+    return dx.view(x.shape), dcoef.view(coef.shape)
+
+
+@_woodbury_backward_op.register_fake
+def _(om, x, s, coef, grad):
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty_like(coef, memory_format=torch.contiguous_format))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad):
+    om, x, s, coef = ctx.saved_tensors
+    dx, dcoef = torch.ops.ssmbench.s4_cauchy_woodbury_backward(om, x, s, coef, grad)
+    return None, dx, None, dcoef
+
+
+_woodbury_op.register_autograd(_backward, setup_context=_setup_context)

@@ -123,15 +123,17 @@ def _naive_sums(t: torch.Tensor, s: torch.Tensor, lam: torch.Tensor, w: torch.Te
 
 
 def cauchy_woodbury(dt: torch.Tensor, A: torch.Tensor, P: torch.Tensor, B: torch.Tensor, Ct: torch.Tensor, L: int,
-                    sums: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+                    sums: Callable[..., torch.Tensor] | str | None = None) -> torch.Tensor:
     """K̂ at ω_k = exp(−2πik/L), k ≤ L/2, from C̃: (H, L//2 + 1) complex (see the module docstring).
 
     ``sums(t, s, lam, w)`` evaluates the Cauchy sums (default: :class:`CauchySums` in torch), or is
-    ``CompiledWoodbury.apply``, which returns K̂ itself.
+    ``"compiled"``: the C++ kernel (:class:`CompiledWoodbury`), which returns K̂ itself.
     """
-    if sums == CompiledWoodbury.apply:  # pair form, Woodbury fused into the C++ kernel, t = (1 − ω)/Δ formed there
+    if sums == "compiled":  # pair form, Woodbury fused into the C++ kernel, t = (1 − ω)/Δ formed there
         omega = _omega(A, L)
-        return sums(1 - omega, 1 / dt.to(A.real.dtype), (1 + omega) / 2, pair_coefficients(A, P, B, Ct))
+        # under torch.compile the kernel is its registered op (compiled.py, imported by the backend's probe)
+        kernel = torch.ops.ssmbench.s4_cauchy_woodbury if torch.compiler.is_compiling() else CompiledWoodbury.apply
+        return kernel(1 - omega, 1 / dt.to(A.real.dtype), (1 + omega) / 2, pair_coefficients(A, P, B, Ct))
     lam = torch.cat([A, A.conj()], dim=-1)  # (H, N): both members of every pair
     Bf, Pf, Cf = (torch.cat([x, x.conj()], dim=-1) for x in (B, P, Ct))
     Qc = Pf.conj()
@@ -159,10 +161,11 @@ def s4_kernel_cauchy(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torc
 
 def s4_kernel_cauchy_compiled(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, L: int,
                               P: torch.Tensor | None = None, mode: str = "dplr") -> torch.Tensor:
-    """As :func:`s4_kernel_cauchy`, with the pair-form Cauchy sums and Woodbury in C++ (CPU tensors only)."""
+    """As :func:`s4_kernel_cauchy`, with the pair-form Cauchy sums and Woodbury in C++ (CPU tensors only).
+    Under torch.compile the C++ kernel is the op ``ssmbench::s4_cauchy_woodbury`` (``compiled.py``)."""
     if dt.device.type != "cpu":
         raise ValueError(f"the cauchy_compiled backend runs on CPU tensors, got {dt.device}")
-    return _kernel(dt, A, B, C, L, P, mode, CompiledWoodbury.apply)
+    return _kernel(dt, A, B, C, L, P, mode, "compiled")
 
 
 def s4_kernel_cauchy_naive(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, L: int,
