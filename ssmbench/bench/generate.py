@@ -66,9 +66,10 @@ class GenerationResult:
     prefill_path: str
     cuda_graphs: bool
     capture_s: float = 0.0
-    compiled: bool = False  # the decode step ran through torch.compile
+    compiled: bool = False  # the decode step was compiled (--compile)
     first_step_s: float = 0.0  # the first decode step (compilation included when compiled)
     graph_breaks: int = 0
+    compile_path: str = ""  # how the step was compiled: aot_inductor (CPU) or torch.compile
     tokens: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (b, new_tokens) generated
 
     def latency_quantile(self, q: float) -> float:
@@ -127,7 +128,7 @@ def generate(model: SequenceModel, prompt: torch.Tensor, new_tokens: int, *, cud
     return GenerationResult(batch, length, ttft, lat, wall, snapshot.bytes_at(length + new_tokens - 1),
                             summarize_paths(paths), cuda_graphs, capture, compiled, decoder.first_step_s,
                             decoder.compile_stats.graph_breaks if decoder.compile_stats else 0,
-                            torch.stack(out, dim=1))
+                            decoder.compile_stats.path if decoder.compile_stats else "", torch.stack(out, dim=1))
 
 
 def run_generation(model_name: str, *, backend: str = "auto", prompt_len: int = 1024, new_tokens: int = 256,

@@ -84,7 +84,7 @@ def generate(
     table.add_row("decode tokens/s (batch x tokens / wall time)", f"{res.tokens_per_s:,.1f}")
     table.add_row("cache / state size at the end", format_bytes(res.state_bytes))
     table.add_row("prefill path", res.prefill_path)
-    table.add_row("decode step", f"torch.compile (first step {format_seconds(res.first_step_s)}, "
+    table.add_row("decode step", f"{res.compile_path} (first step {format_seconds(res.first_step_s)}, "
                   f"{res.graph_breaks} graph break(s))" if res.compiled else "eager")
     table.add_row("CUDA graphs", f"on (capture {format_seconds(res.capture_s)})" if res.cuda_graphs else "off")
     console.print(table)

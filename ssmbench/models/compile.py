@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,9 @@ import torch
 from ssmbench.case import COMPILED_SUFFIX
 
 EAGER, COMPILED = "eager", "compiled"
+
+# Inductor's GEMM autotuning calls a deprecated storage API (torch 2.13): a warning per compile a user cannot act on.
+warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
 COMPILE_MODES = (EAGER, COMPILED)
 
 
@@ -44,7 +48,9 @@ def compile_mode(device: str, own_cuda_graph: bool = False) -> str | None:
 # benchmarking at compile time. Measured on the 2-core Sapphire Rapids VM, Mamba d_model 256 x 2 layers, 1 thread:
 # bfloat16 475 -> 146 us per token (PyTorch's bfloat16 matvec for the LM head alone took ~50 us), float32 315 -> 229.
 # Training steps cannot freeze their parameters, so only inference callers ask for this.
-CPU_INFERENCE_OPTIONS = {"max_autotune": True}
+# The two report settings keep inductor from printing every autotuning table (~30 lines per case) to the terminal.
+CPU_INFERENCE_OPTIONS = {"max_autotune": True, "autotune_num_choices_displayed": 0,
+                         "max_autotune_report_choices_stats": False}
 
 
 class _Compiled:
