@@ -4,9 +4,11 @@ A shared machine makes timings slower without any error: another process on a co
 to its time. The worker wraps every case in a :class:`LoadProbe` and stores, beside the timings:
 
 - ``load_avg`` / ``before``, ``after``: the 1-minute load average (includes this sweep's own worker);
-- ``cpu_time`` / ``value``: CPU seconds the worker used during the case (all its threads), and ``wall_time``;
+- ``cpu_time`` / ``value``: CPU seconds the worker and its child processes used during the case (all threads;
+  children include the C++ compilers and compile pools ``--compile`` starts), and ``wall_time``;
 - ``other_cpu`` / ``mean``: CPU cores used by *other* processes on average during the case (from the machine's
-  busy time in ``/proc/stat`` minus the worker's own CPU time);
+  busy time in ``/proc/stat`` minus the worker's own CPU time, its children's included: a compiled case's compilers
+  are its own work, not a neighbour's);
 - ``contended`` / ``value``: 1 when other processes used at least :data:`OTHERS_MIN_CORES` cores meanwhile (for
   cases shorter than :data:`MIN_WALL_S`, too short for the kernel's 10 ms ticks: when the load average before the
   case exceeded the number of cores).
@@ -46,6 +48,39 @@ def _machine_busy_s() -> float | None:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_s() -> float:
+    """CPU seconds used by this process and its descendants: its own and its reaped children's (``os.times``) plus
+    every live descendant's own and reaped children's (``/proc/<pid>/stat``; a compile pool lives across cases).
+    Without /proc: this process and its reaped children only."""
+    t = os.times()
+    total = t.user + t.system + t.children_user + t.children_system
+    tick = os.sysconf("SC_CLK_TCK")
+    parent_of, cpu_of = {}, {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return total
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)"; comm may hold spaces
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        # fields[1] is ppid; [11..14] utime stime cutime cstime (stat fields 4 and 14-17)
+        parent_of[int(entry)] = int(fields[1])
+        cpu_of[int(entry)] = sum(int(v) for v in fields[11:15]) / tick
+    me = os.getpid()
+    for pid in cpu_of:
+        ancestor = parent_of.get(pid)
+        while ancestor is not None and ancestor > 1 and ancestor != me:
+            ancestor = parent_of.get(ancestor)
+        if ancestor == me:
+            total += cpu_of[pid]
+    return total
+
+
 def _load() -> float:
     try:
         return os.getloadavg()[0]
@@ -58,11 +93,11 @@ class LoadProbe:
 
     def __enter__(self) -> LoadProbe:
         self.load0, self.busy0 = _load(), _machine_busy_s()
-        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
+        self.cpu0, self.wall0 = _tree_cpu_s(), time.perf_counter()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.cpu1, self.wall1 = time.process_time(), time.perf_counter()
+        self.cpu1, self.wall1 = _tree_cpu_s(), time.perf_counter()
         self.load1, self.busy1 = _load(), _machine_busy_s()
 
     def metrics(self) -> list[Metric]:
