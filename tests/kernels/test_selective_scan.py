@@ -165,6 +165,38 @@ def test_compiled_gradcheck(compiled) -> None:
     assert torch.autograd.gradcheck(f, leaves, eps=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("case", ["L1-g1-all", "Q+1-3d-D", "4chunks-g3-n70"])
+def test_compiled_op_is_one_graph_matching_reference_in_float64(case: str, compiled) -> None:
+    """Under torch.compile the C++ scan is the op ssmbench::selective_scan with its C++ backward op (no graph break, no
+    torch.compiler.disable): outputs, last state and every gradient equal the reference; only y or only the last
+    state used, and no gradient wanted (no checkpoints saved) too."""
+    args = case_args(CASES[case])
+    want = run(selective_scan_ref, args)
+    torch._dynamo.reset()
+    scan = torch.compile(compiled, backend="aot_eager", fullgraph=True)
+    assert_same(run(scan, args), want, F64)
+    leaves = {k: v.clone().requires_grad_() if isinstance(v, torch.Tensor) else v for k, v in args.items()}
+    for used in (0, 1):  # backward from y alone, then from the last state alone
+        out = scan(*(leaves[k] for k in NAMES[:5]), D=leaves["D"], z=leaves["z"], delta_bias=leaves["delta_bias"],
+                   delta_softplus=args["delta_softplus"], return_last_state=True)[used]
+        (du,) = torch.autograd.grad(out.sum(), leaves["u"])
+        u_ref = args["u"].clone().requires_grad_()
+        ref = selective_scan_ref(u_ref, *(args[k] for k in NAMES[1:5]), D=args["D"], z=args["z"],
+                                 delta_bias=args["delta_bias"], delta_softplus=args["delta_softplus"],
+                                 return_last_state=True)[used]
+        torch.testing.assert_close(du, torch.autograd.grad(ref.sum(), u_ref)[0], **F64)
+    with torch.no_grad():
+        y = scan(*(args[k] for k in NAMES[:5]), D=args["D"], z=args["z"], delta_bias=args["delta_bias"],
+                 delta_softplus=args["delta_softplus"])
+    torch.testing.assert_close(y, want[0], **F64)
+    g = args["B"].shape[1] if args["B"].dim() == 4 else 1
+    core = [compiled_mod.as_groups(args[k], g) if k in ("B", "C") else args[k] for k in NAMES]  # the op's (b, g, n, l)
+    core = [None if t is None else t.clone().requires_grad_() for t in core]
+    torch.library.opcheck(torch.ops.ssmbench.selective_scan.default, (*core, args["delta_softplus"], True))
+    torch.library.opcheck(torch.ops.ssmbench.selective_scan.default,
+                          (*(None if t is None else t.detach() for t in core), args["delta_softplus"], False))
+
+
 @pytest.mark.parametrize("backend", ["compiled", "chunked"])
 def test_unused_outputs_and_no_grad(backend: str, request: pytest.FixtureRequest) -> None:
     """Backward with only the last state used, and forward without autograd."""

@@ -28,8 +28,9 @@ BACKENDS: tuple[Backend, ...] = (
         priority={"cpu": 2},
         probe=f"{_M}.compiled:probe",
         requires=("cmd:c++", "cmd:ninja"),
-        opaque=True,
-        description="C++/OpenMP kernel built on first use (needs a C++ compiler and ninja); fwd + bwd",
+        graph_op="ssmbench::selective_scan",
+        description="C++/OpenMP kernel built on first use (needs a C++ compiler and ninja); fwd + bwd "
+                    "(a torch.library op under torch.compile)",
     ),
     Backend(
         "triton",
