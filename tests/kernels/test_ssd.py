@@ -255,6 +255,34 @@ def test_compiled_gradients(compiled_ssd, shape: tuple, g: int) -> None:
         assert_same(run(compiled_ssd, args, Q), run(ssd_ref, args, Q), F64)
 
 
+@pytest.mark.parametrize("case", [("L7", 2, "all"), ("L70-p20-n20", 1, "Dhp-z"), ("L1-p3-n5", 2, "init")],
+                         ids=lambda c: "-".join(map(str, c)))
+def test_compiled_op_is_one_graph_matching_reference_in_float64(compiled_ssd, case: tuple) -> None:
+    """Under torch.compile the C++ SSD is the op ssmbench::ssd, its backward backward.py's GEMM backward as the op
+    ssmbench::ssd_backward (no graph break, no torch.compiler.disable): outputs, final states and every gradient
+    equal the reference, with gradients (chunk states saved, z gated outside), with y alone differentiated, and
+    without gradients (z fused into the kernel, no chunk states)."""
+    shape, g, options = case
+    length, p, n = COMPILED_SHAPES[shape]
+    args = make_inputs(2, length, 4, p, g, n, seed=22, **OPTION_SETS[options])
+    torch._dynamo.reset()
+    ssd = torch.compile(compiled_ssd, backend="aot_eager", fullgraph=True)
+    assert_same(run(ssd, args, Q), run(ssd_ref, args, Q), F64)
+    assert_same(run(ssd, args, Q, with_grad=False), run(ssd_ref, args, Q, with_grad=False), F64)
+    grads = {}
+    for name, f in (("got", ssd), ("want", ssd_ref)):  # y alone: no gradient reaches the final state
+        x = args["x"].clone().requires_grad_()
+        y = f(x, *(args[k] for k in ("dt", "A", "B", "C")), Q, D=args["D"], z=args["z"], dt_bias=args["dt_bias"],
+              dt_softplus=args["dt_softplus"], initial_states=args["initial_states"])
+        (grads[name],) = torch.autograd.grad((y * y.detach().sin()).sum(), x)
+    torch.testing.assert_close(grads["got"], grads["want"], **F64)
+    core = [None if args[k] is None else args[k].clone().requires_grad_() for k in ("x", "dt", "A", "B", "C", "D")]
+    S0 = None if args["initial_states"] is None else args["initial_states"].clone().requires_grad_()
+    torch.library.opcheck(torch.ops.ssmbench.ssd.default, (*core, None, S0, Q))
+    torch.library.opcheck(torch.ops.ssmbench.ssd.default,
+                          (*(None if t is None else t.detach() for t in core), args["z"], args["initial_states"], 0))
+
+
 # ---- the hand-written backward (backward.py), behind both chunked and compiled under autograd ---------------------
 def trainable(require_compiled, backend: str):
     """The backend's SSD function; the chunked one is tested even where nothing can be compiled."""

@@ -126,16 +126,35 @@ def assert_compiled_loss_gradients_equal_eager(name: str, lm_loss=None) -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["mamba", "s4", "s4-dplr"])
+@pytest.mark.parametrize("name", ["mamba", "mamba2", "hybrid", "s4", "s4-dplr"])
 def test_compiled_forward_and_loss_gradients_equal_eager_in_float64(aot_eager, name):
     assert_compiled_loss_gradients_equal_eager(name)
 
 
+@pytest.mark.parametrize("name", ["mamba", "mamba2", "hybrid"])
+def test_compiled_ssm_forward_and_training_step_are_one_graph(aot_eager, name):
+    """The C++ scan and SSD enter the graph as ops (ssmbench::selective_scan, ssmbench::ssd and their backward ops),
+    not behind torch.compiler.disable: a compiled forward and a compiled training step are each one graph."""
+    from ssmbench.bench.speed import lm_loss
+
+    model = build(name).train()
+    x = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(3))
+    for fn, grad in ((lambda m, x, y: m(x), False), (lm_loss, True)):
+        torch._dynamo.reset()
+        stats = CompileStats()
+        with stats.watch(), torch.set_grad_enabled(grad):
+            out = compile_fn(fn, "cpu")(model, x, x)
+            if grad:
+                out.backward()
+        assert (stats.graphs, stats.graph_breaks) == (1, 0), stats.reasons
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["s4", "s4-dplr"])
+@pytest.mark.parametrize("name", ["s4", "s4-dplr", "mamba", "mamba2", "hybrid"])
 def test_inductor_forward_and_loss_gradients_equal_eager_in_float64(name):
-    """Inductor around S4's opaque ops (ssmbench::fft_conv, ssmbench::s4_cauchy_woodbury and their backward ops):
-    the strides inductor hands them and the complex tensors it passes through change nothing."""
+    """Inductor around the C++ kernels' ops (ssmbench::fft_conv, ssmbench::s4_cauchy_woodbury, ssmbench::selective_scan,
+    ssmbench::ssd and their backward ops): the strides inductor hands them and the complex tensors it passes through
+    change nothing."""
     torch._dynamo.reset()
     assert_compiled_loss_gradients_equal_eager(name, float64_loss)
 

@@ -32,9 +32,10 @@ BACKENDS: tuple[Backend, ...] = (
                         "hand-written GEMM backward"),
     Backend("compiled", "ssmbench.kernels.mamba2.compiled:ssd_compiled", devices=("cpu",), priority={"cpu": 3},
             probe="ssmbench.kernels.mamba2.compiled:probe", requires=("cmd:c++", "cmd:ninja"),
-            opaque=True,
+            graph_op="ssmbench::ssd",
             description="C++/OpenMP register-blocked recurrence (needs a C++ compiler and ninja); "
-                        "with gradients it saves chunk states for the GEMM backward"),
+                        "with gradients it saves chunk states for the GEMM backward (torch.library ops under "
+                        "torch.compile)"),
     Backend("minimal", "ssmbench.kernels.mamba2.minimal:ssd_minimal",
             description="the Mamba-2 paper's ssd_minimal_discrete (Listing 1), einsum chunks (the peer)"),
     Backend("triton", "ssmbench.kernels.mamba2.triton:ssd_triton", devices=("cuda",), priority={"cuda": 2},

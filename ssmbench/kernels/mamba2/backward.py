@@ -182,15 +182,17 @@ class _SSDCore(torch.autograd.Function):
 
 
 def ssd_trainable(forward_fn, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False,
-                  initial_states=None, return_final_states=False):
+                  initial_states=None, return_final_states=False, core=None):
     """The SSD signature (``reference.ssd_ref``) with this module's backward; dt_bias / softplus and the z gate are
-    plain autograd around the core op."""
+    plain autograd around the core op: ``core(x, dt, A, B, C, D, S0, chunk) -> (y, final)`` when given (the compiled
+    backend's registered op under torch.compile), else :class:`_SSDCore` around ``forward_fn``."""
     ct = compute_dtype(x)
     xc = x.to(ct)
     dtc = process_dt(dt, dt_bias, dt_softplus, ct)
     S0 = None if initial_states is None else initial_states.to(ct).contiguous()
     Dc = None if D is None else D.to(ct).contiguous()
-    y, final = _SSDCore.apply(xc.contiguous(), dtc.contiguous(), A.to(ct).contiguous(), B.to(ct).contiguous(),
-                              C.to(ct).contiguous(), Dc, S0, int(chunk_size), forward_fn)
+    args = (xc.contiguous(), dtc.contiguous(), A.to(ct).contiguous(), B.to(ct).contiguous(), C.to(ct).contiguous(),
+            Dc, S0, int(chunk_size))
+    y, final = _SSDCore.apply(*args, forward_fn) if core is None else core(*args)
     y = apply_skip_and_gate(y, xc, None, z).to(x.dtype)
     return (y, final) if return_final_states else y

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmbench.kernels import _cpp
-from ssmbench.kernels.mamba2.backward import ssd_trainable
+from ssmbench.kernels.mamba2.backward import ssd_backward, ssd_trainable
 from ssmbench.kernels.mamba2.reference import check_ssd_inputs, compute_dtype
 
 _SOURCE = Path(__file__).with_name("cpu_ssd.cpp")
@@ -88,6 +88,74 @@ def forward_with_states(x, dt, A, B, C, D, S0, chunk: int):
     return ssd_forward(x, dt, A, B, C, D=D, initial_states=S0, chunk=chunk)
 
 
+# The same kernel as torch.library ops for torch.compile: traced by dynamo, the ctypes call would guard on raw data
+# pointers, and behind torch.compiler.disable it split every compiled Mamba-2 / hybrid forward at each layer's SSD. As
+# ops (fake kernels, and backward.py's GEMM backward as the op ssmbench::ssd_backward) the SSD stays inside one graph,
+# forward and backward. ``chunk`` > 0 also returns the chunk-entry states for the backward (training), 0 returns an
+# empty tensor there (inference, where z may be fused into the kernel); it is decided when tracing. Eagerly the kernel
+# is called directly (no op dispatch). The ops take and return contiguous tensors (the fakes say so).
+@torch.library.custom_op("ssmbench::ssd", mutates_args=(),
+                         schema="(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
+                                "Tensor? initial_states, int chunk) -> (Tensor, Tensor, Tensor)")
+def _ssd_op(x, dt, A, B, C, D, z, initial_states, chunk: int):
+    y, final, s_prev = ssd_forward(x, dt, A, B, C, D, z, initial_states, chunk or None)
+    return y.contiguous(), final.contiguous(), x.new_empty(0) if s_prev is None else s_prev
+
+
+@_ssd_op.register_fake
+def _(x, dt, A, B, C, D, z, initial_states, chunk):
+    b, length, h, p = x.shape
+    n = B.shape[3]
+    s_prev = x.new_empty(b, -(-length // chunk), h, n, p) if chunk else x.new_empty(0)
+    return torch.empty(b, length, h, p, dtype=x.dtype, device=x.device), x.new_empty(b, h, p, n), s_prev
+
+
+@torch.library.custom_op("ssmbench::ssd_backward", mutates_args=(),
+                         schema="(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor s_prev, "
+                                "Tensor? dy, Tensor? dfinal, int chunk) "
+                                "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
+def _ssd_backward_op(x, dt, A, B, C, D, s_prev, dy, dfinal, chunk: int):
+    """(dx, ddt, dA, dB, dC, dD, d initial_states) by ``backward.ssd_backward``; dD is empty without D."""
+    x, dt, A, B, C, s_prev = (t.contiguous() for t in (x, dt, A, B, C, s_prev))
+    D = None if D is None else D.contiguous()
+    dy = torch.zeros_like(x) if dy is None else dy.to(x.dtype).contiguous()
+    grads = ssd_backward(x, dt, A, B, C, D, s_prev, dy, dfinal, chunk)
+    return tuple(x.new_empty(0) if t is None else t.contiguous() for t in grads)
+
+
+@_ssd_backward_op.register_fake
+def _(x, dt, A, B, C, D, s_prev, dy, dfinal, chunk):
+    b, _, h, p = x.shape
+    like = (x, dt, A, B, C, D)
+    return (*(x.new_empty(0) if t is None else torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in like),
+            x.new_empty(b, h, p, B.shape[3]))
+
+
+def _ssd_setup_context(ctx, inputs, output) -> None:
+    x, dt, A, B, C, D, z, S0, chunk = inputs
+    if any(ctx.needs_input_grad) and (z is not None or not chunk):
+        raise RuntimeError("ssmbench::ssd is differentiable with chunk > 0 and no z only (ssd_trainable calls it so)")
+    ctx.mark_non_differentiable(output[2])
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(x, dt, A, B, C, D, output[2])
+    ctx.chunk, ctx.has_D, ctx.has_S0 = chunk, D is not None, S0 is not None
+
+
+def _ssd_op_backward(ctx, dy, dfinal, _ds_prev):
+    x, dt, A, B, C, D, s_prev = ctx.saved_tensors
+    dx, ddt, dA, dB, dC, dD, dS0 = torch.ops.ssmbench.ssd_backward(x, dt, A, B, C, D, s_prev, dy, dfinal, ctx.chunk)
+    return dx, ddt, dA, dB, dC, dD if ctx.has_D else None, None, dS0 if ctx.has_S0 else None, None
+
+
+_ssd_op.register_autograd(_ssd_op_backward, setup_context=_ssd_setup_context)
+
+
+def _op_core(x, dt, A, B, C, D, S0, chunk: int):
+    """``ssd_trainable``'s core under torch.compile: the registered op, chunk-entry states saved for its backward."""
+    y, final, _ = torch.ops.ssmbench.ssd(x, dt, A, B, C, D, None, S0, chunk)
+    return y, final
+
+
 def ssd_compiled(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False,
                  initial_states=None, return_final_states=False):
     """Compiled CPU SSD (signature of ``ssd_ref``; ``chunk_size`` is validated, the recurrence has no chunks).
@@ -99,10 +167,12 @@ def ssd_compiled(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_so
         raise ValueError(f"the compiled SSD backend runs on CPU tensors, got {x.device}")
     tensors = (x, dt, A, B, C, D, z, dt_bias, initial_states)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        # Training: this forward, also storing the chunk-entry states, then the GEMM backward (backward.py).
+        # Training: this forward, also storing the chunk-entry states, then the GEMM backward (backward.py); under
+        # torch.compile both as the registered ops (above).
         return ssd_trainable(forward_with_states, x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias,
                              dt_softplus=dt_softplus, initial_states=initial_states,
-                             return_final_states=return_final_states)
+                             return_final_states=return_final_states,
+                             core=_op_core if torch.compiler.is_compiling() else None)
     ct = compute_dtype(x)
 
     def cast(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -110,6 +180,8 @@ def ssd_compiled(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_so
 
     dtc = dt.to(ct) if dt_bias is None else dt.to(ct) + dt_bias.to(ct)
     dtc = F.softplus(dtc) if dt_softplus else dtc
-    y, final, _ = ssd_forward(x.to(ct), dtc, A.to(ct), B.to(ct), C.to(ct), cast(D), cast(z), cast(initial_states))
+    args = (x.to(ct), dtc, A.to(ct), B.to(ct), C.to(ct), cast(D), cast(z), cast(initial_states))
+    # under torch.compile the registered op (above), without chunk states; eagerly the kernel itself
+    y, final, _ = torch.ops.ssmbench.ssd(*args, 0) if torch.compiler.is_compiling() else ssd_forward(*args)
     y = y.to(x.dtype)
     return (y, final) if return_final_states else y
