@@ -41,6 +41,7 @@ from ssmbench.models.blocks import SequenceModel, interleave
 from ssmbench.models.configs import S4Config, S4DPLRConfig
 
 SSM_OPTIM = {"lr": 1e-3, "weight_decay": 0.0}
+PREFILL_CHUNK = 64  # a power of two: tokens per chunk of the prefill's state computation (S4Layer.prefill)
 
 
 def _real_param(z: torch.Tensor) -> nn.Parameter:
@@ -149,74 +150,85 @@ class S4Layer(nn.Module):
         return self._output(y.transpose(1, 2))
 
     def allocate_inference_cache(self, batch: int, max_len: int, dtype: torch.dtype) -> dict:
-        """Zero state: (b, H, N/2) complex for S4D, (b, H, N) real for S4-DPLR (float64 iff dtype is)."""
+        """Zero state: (b, H, N/2) complex for S4D, (b, H, N) real for S4-DPLR (float64 iff dtype is). Discretises
+        the SSM once for the steps and the prefill (:attr:`_step_matrices`): later parameter updates need a new
+        cache, as with any recurrent decoder."""
         device = self.log_dt.device
         real = torch.float64 if dtype == torch.float64 else torch.float32
-        if self.mode == "diag":
-            cdtype = torch.complex128 if real == torch.float64 else torch.complex64
-            return {"state": torch.zeros(batch, self.d_model, self.d_state // 2, device=device, dtype=cdtype)}
         with torch.no_grad():
             p = self.ssm_params(real)
+            if self.mode == "diag":
+                dA, dB = zoh_discretize(p["dt"], p["A"], p["B"])
+                self._step_matrices = (dA, dB, p["C"])
+                cdtype = torch.complex128 if real == torch.float64 else torch.complex64
+                return {"state": torch.zeros(batch, self.d_model, self.d_state // 2, device=device, dtype=cdtype)}
             self._step_matrices = dplr_dense(p["dt"], p["A"], p["P"], p["B"], self.output_vector(real))
         return {"state": torch.zeros(batch, self.d_model, self.d_state, device=device, dtype=real)}
 
-    def prefill(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
-        """Parallel forward over a prompt (b, l, H) from an empty state; leaves the state after token l.
+    def _discretised(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Ā, B̄, C) of allocate_inference_cache, checked against the state's precision."""
+        if self._step_matrices is None or self._step_matrices[0].dtype != state.dtype:
+            raise RuntimeError("S4 decoding needs allocate_inference_cache() first (it discretises the SSM once)")
+        return self._step_matrices
 
-        S4D: x_l = sum_k dA^(l-1-k) dB u_k, a Vandermonde reduction done in L-chunks with real arithmetic
-        (complex exp is slow on CPU). S4-DPLR: the dense discrete recurrence, one batched mat-vec per token
-        (no output projection per token, unlike the generic step loop).
+    def _advance(self, dA: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Ā h for states h (b, H, N): elementwise for S4D's diagonal Ā (H, N/2); for S4-DPLR's dense Ā (H, N, N)
+        one GEMM per channel with the batch as rows, h Āᵀ: the column form Ā h[..., None] ran at half the speed
+        (256 channels x 64 x 64, batch 1, one thread: 400 vs 200 us)."""
+        if self.mode == "diag":
+            return dA * h
+        return torch.bmm(h.transpose(0, 1), dA.transpose(1, 2)).transpose(0, 1)
+
+    def _krylov(self, dA: torch.Tensor, dB: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, Ā^c): K = [Ā^(c-1) B̄, ..., Ā B̄, B̄] (H, N, c), c the smallest power of two ≥ width, by doubling
+        (K_2j = [Ā^j K_j, K_j], Ā^2j = Ā^j Ā^j): log2 c products instead of c dependent mat-vecs."""
+        krylov, power = dB[..., None], dA
+        while krylov.shape[-1] < width:
+            ahead = power[..., None] * krylov if self.mode == "diag" else power @ krylov
+            krylov = torch.cat([ahead, krylov], dim=-1)
+            power = power * power if self.mode == "diag" else power @ power
+        return krylov, power
+
+    def prefill(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        """Parallel forward over a prompt (b, l, H) from an empty state; leaves the state after token l,
+        h_l = sum_k Ā^(l-1-k) B̄ u_k, computed in chunks of c tokens: the Krylov block K = [Ā^(c-1) B̄, ..., B̄]
+        (H, N, c) and Ā^c are built once (:meth:`_krylov`), then every chunk is h <- Ā^c h + K u_chunk, one
+        batched GEMM over the channels. The first chunk is the l mod c tokens that do not fill one; it starts
+        from the zero state, so it needs only K's last columns. The token-by-token recurrence this replaces took
+        ~1 s for a 1k prompt (S4-DPLR, d_model 256, 2 layers, one thread; S4D's Vandermonde sum 250 ms).
         """
         out = self.forward(x)
         state = cache["state"]
-        real = state.real.dtype
-        u = x.to(real).transpose(1, 2)  # (b, H, l)
-        length = u.shape[-1]
+        dA, dB, _ = self._discretised(state)
+        length = x.shape[1]
         with torch.no_grad():
-            if self.mode == "diag":
-                p = self.ssm_params(real)
-                _, dB = zoh_discretize(p["dt"], p["A"], p["B"])
-                log_dA = p["dt"][:, None] * p["A"]  # (H, N/2): dA = exp(log_dA)
-                acc_re = u.new_zeros(state.shape)
-                acc_im = u.new_zeros(state.shape)
-                chunk = max(1, (1 << 22) // max(1, log_dA.numel()))
-                for start in range(0, length, chunk):
-                    stop = min(length, start + chunk)
-                    powers = torch.arange(length - 1 - start, length - 1 - stop, -1, device=u.device, dtype=real)
-                    arg_re = log_dA.real[..., None] * powers  # (H, N/2, c)
-                    arg_im = log_dA.imag[..., None] * powers
-                    mag = torch.exp(arg_re)
-                    uc = u[..., start:stop]
-                    acc_re += torch.einsum("bhl,hnl->bhn", uc, mag * torch.cos(arg_im))
-                    acc_im += torch.einsum("bhl,hnl->bhn", uc, mag * torch.sin(arg_im))
-                state.copy_(torch.complex(acc_re, acc_im) * dB)
-            else:
-                if self._step_matrices is None or self._step_matrices[0].dtype != real:
-                    raise RuntimeError("S4-DPLR prefill needs allocate_inference_cache() first")
-                dA, dB, _ = self._step_matrices
-                h = state.clone()
-                for t in range(length):
-                    h = (dA @ h[..., None])[..., 0] + dB * u[..., t, None]
-                state.copy_(h)
+            krylov, power = self._krylov(dA, dB, min(PREFILL_CHUNK, length))
+            c = krylov.shape[-1]
+            # A complex K times a real input is two real products. Contiguous operands throughout: with a strided
+            # one the batched product falls back to one small GEMM per channel (measured 3x slower).
+            parts = [krylov.real.contiguous(), krylov.imag.contiguous()] if krylov.is_complex() else [krylov]
+            u = x.to(state.real.dtype).permute(2, 1, 0).contiguous()  # (H, l, b)
+
+            def chunk_sum(start: int, stop: int, columns: slice) -> torch.Tensor:
+                """sum_j K[h, n, columns][j] u[h, start + j, b] -> (b, H, N)."""
+                sums = [torch.matmul(k[..., columns], u[:, start:stop]).permute(2, 0, 1) for k in parts]
+                return torch.complex(*sums) if len(sums) == 2 else sums[0]
+
+            first = length % c or c
+            h = chunk_sum(0, first, slice(c - first, c))
+            for start in range(first, length, c):
+                h = self._advance(power, h) + chunk_sum(start, start + c, slice(0, c))
+            state.copy_(h)
         return out
 
     def step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
         """One token. x: (b, H) -> (b, H); cache["state"] is updated in place."""
         state = cache["state"]
-        real = state.real.dtype
-        u = x.to(real)
-        if self.mode == "diag":
-            p = self.ssm_params(real)
-            dA, dB = zoh_discretize(p["dt"], p["A"], p["B"])
-            state.mul_(dA).add_(dB * u[..., None])
-            y = 2 * (p["C"] * state).sum(-1).real
-        else:
-            if self._step_matrices is None or self._step_matrices[0].dtype != real:
-                raise RuntimeError("S4-DPLR step needs allocate_inference_cache() first (it discretises A once)")
-            dA, dB, C_r = self._step_matrices
-            state.copy_((dA @ state[..., None])[..., 0] + dB * u[..., None])
-            y = (C_r * state).sum(-1)
-        y = y + self.D.to(real) * u
+        dA, dB, C = self._discretised(state)
+        u = x.to(state.real.dtype)
+        state.copy_(self._advance(dA, state) + dB * u[..., None])
+        y = 2 * (C * state).sum(-1).real if self.mode == "diag" else (C * state).sum(-1)
+        y = y + self.D.to(u.dtype) * u
         return self._output(y.to(x.dtype))
 
 

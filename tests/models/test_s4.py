@@ -167,3 +167,25 @@ def test_dplr_length_change_keeps_the_system() -> None:
     assert loaded._l_kernel == 64
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), y, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("prompt_len", [1, 4, 5, 11, 12, 70])
+@pytest.mark.parametrize("name", IDS)
+def test_chunked_prefill_state_equals_the_recurrence_float64(name: str, prompt_len: int,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prefill's chunked state (Krylov block + Ā^c per chunk) equals running the step token by token, for
+    prompts shorter than a chunk, exactly one, one and a bit, several with a partial first chunk (chunks shrunk
+    to 4 tokens so small prompts cross many), and the default chunk size at 70 tokens."""
+    import ssmbench.models.s4 as s4_module
+
+    if prompt_len != 70:
+        monkeypatch.setattr(s4_module, "PREFILL_CHUNK", 4)
+    layer = build(name, dtype=torch.float64).eval().blocks[0].mixer
+    x = torch.randn(2, prompt_len, layer.d_model, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        cache = layer.allocate_inference_cache(2, prompt_len, torch.float64)
+        y = layer.prefill(x, cache)
+        loop = layer.allocate_inference_cache(2, prompt_len, torch.float64)
+        steps = torch.stack([layer.step(x[:, t], loop) for t in range(prompt_len)], dim=1)
+    torch.testing.assert_close(cache["state"], loop["state"], rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(y, steps, rtol=1e-9, atol=1e-10)
