@@ -227,6 +227,8 @@ def selective_scan_compiled(u, delta, A, B, C, D=None, z=None, delta_bias=None, 
             cast(z), cast(delta_bias), bool(delta_softplus))
     if torch.compiler.is_compiling():  # the registered op (above); save: whether a backward can follow
         save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:8])
+        # the (b, d, l) inputs made contiguous in the graph: inductor writes them in its own tiled kernels
+        args = tuple(_contig(t) if i in (0, 1, 6) else t for i, t in enumerate(args))
         y, last, _ = torch.ops.ssmbench.selective_scan(*args, save)
     else:
         y, last = _CompiledScan.apply(*args)
