@@ -245,8 +245,8 @@ def run_decode(case: Case, model: SequenceModel, prompt: torch.Tensor, info: dic
     info.update(cuda_graphs=graphs, decode_tokens=k, static_mixers=decoder.static_mixers)
     if kernels.last_backend("mamba_step") is not None:  # which Mamba-1 step ran: the fused C++ one or PyTorch ops
         # (a compiled step is always the PyTorch ops, compiled by inductor: see MambaMixer.step)
-        compiled_by = decoder.compile_stats.path if decoder.compile_stats else "inductor"
-        info["decode_step"] = compiled_by if case.compile == "compiled" else kernels.last_backend("mamba_step")
+        stats = decoder.compile_stats  # set exactly when the case is compiled
+        info["decode_step"] = stats.path if stats is not None else kernels.last_backend("mamba_step")
     return CaseResult(status="ok", metrics=metrics, info=info)
 
 

@@ -82,7 +82,7 @@ class AheadOfTimeStep:
 
     def __init__(self, fn: Callable[..., Any], options: dict[str, Any]) -> None:
         self.fn, self.options = fn, options
-        self.args: tuple[Any, ...] | None = None
+        self.args: tuple[Any, ...] = ()  # set with replay, by the compiling call
         self.replay: Callable[[], None] | None = None
 
     def __call__(self, *args: Any) -> None:
@@ -91,6 +91,6 @@ class AheadOfTimeStep:
                 self.fn(*args)
                 self.replay = compile_ahead_of_time(self.fn, args, self.options)
             self.args = args
-        elif self.args is None or any(a is not b for a, b in zip(args, self.args, strict=True)):
+        elif any(a is not b for a, b in zip(args, self.args, strict=True)):
             raise ValueError("an ahead-of-time compiled step runs on the argument objects it was compiled for")
         self.replay()

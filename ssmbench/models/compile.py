@@ -27,10 +27,10 @@ import torch
 from ssmbench.case import COMPILED_SUFFIX
 
 EAGER, COMPILED = "eager", "compiled"
+COMPILE_MODES = (EAGER, COMPILED)
 
 # Inductor's GEMM autotuning calls a deprecated storage API (torch 2.13): a warning per compile a user cannot act on.
 warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
-COMPILE_MODES = (EAGER, COMPILED)
 
 
 # The torch.compile backend. Tests set "aot_eager" (same tracing, functionalisation and graph breaks, no code
@@ -115,23 +115,22 @@ def compile_step(fn: Callable[..., Any], device: str, own_cuda_graph: bool, stat
     from ssmbench.models.aot import AheadOfTimeStep
 
     aot = AheadOfTimeStep(fn, CPU_INFERENCE_OPTIONS)
-    fallback: list[Callable[..., Any]] = []
+    compiled: Callable[..., Any] | None = None  # what calls after the first run: aot, or the fallback
 
     def call(*args: Any) -> Any:
-        if fallback:
-            return fallback[0](*args)
-        if aot.replay is not None:
-            return aot(*args)
+        nonlocal compiled
+        if compiled is not None:
+            return compiled(*args)
         try:
             aot(*args)
         except Exception as exc:  # any export or compile failure: torch.compile instead, the reason kept
             stats.fallback = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or ['?'])[0][:200]}"
-            fallback.append(compile_fn(fn, device, inference=True))
-            return fallback[0](*args)
+            compiled = compile_fn(fn, device, inference=True)
+            return compiled(*args)
         stats.path, stats.graphs = aot.path, 1  # one exported graph: export cannot break it
+        compiled = aot
         return None
 
-    call.ahead_of_time = aot  # type: ignore[attr-defined]
     return call
 
 
