@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmbench.kernels import _cpp
+from ssmbench.kernels._ops import fake_outputs, op_outputs
 from ssmbench.kernels.mamba1._common import as_groups, check_inputs, compute_dtype
 
 _SOURCE = Path(__file__).with_name("cpu_scan.cpp")
@@ -179,13 +180,12 @@ def _scan_backward_op(u, delta, A, B, C, D, z, bias, softplus: bool, ckpt, dy, d
     u, delta, D, z, bias = (_contig(x) for x in (u, delta, D, z, bias))
     grads = _scan_backward(u, delta, *_padded(A, B, C, A.shape[1]), D, z, bias, softplus, ckpt.contiguous(),
                            A.shape[1], dy, dlast)
-    return tuple(u.new_empty(0) if t is None else t.contiguous() for t in grads)
+    return op_outputs(grads, u)
 
 
 @_scan_backward_op.register_fake
 def _(u, delta, A, B, C, D, z, bias, softplus, ckpt, dy, dlast):
-    return tuple(u.new_empty(0) if t is None else torch.empty(t.shape, dtype=t.dtype, device=t.device)
-                 for t in (u, delta, A, B, C, D, z, bias))
+    return fake_outputs((u, delta, A, B, C, D, z, bias), u)
 
 
 def _scan_setup_context(ctx, inputs, output) -> None:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmbench.kernels import _cpp
+from ssmbench.kernels._ops import fake_outputs, op_outputs
 from ssmbench.kernels.mamba2.backward import ssd_backward, ssd_trainable
 from ssmbench.kernels.mamba2.reference import check_ssd_inputs, compute_dtype
 
@@ -120,15 +121,13 @@ def _ssd_backward_op(x, dt, A, B, C, D, s_prev, dy, dfinal, chunk: int):
     D = None if D is None else D.contiguous()
     dy = torch.zeros_like(x) if dy is None else dy.to(x.dtype).contiguous()
     grads = ssd_backward(x, dt, A, B, C, D, s_prev, dy, dfinal, chunk)
-    return tuple(x.new_empty(0) if t is None else t.contiguous() for t in grads)
+    return op_outputs(grads, x)
 
 
 @_ssd_backward_op.register_fake
 def _(x, dt, A, B, C, D, s_prev, dy, dfinal, chunk):
     b, _, h, p = x.shape
-    like = (x, dt, A, B, C, D)
-    return (*(x.new_empty(0) if t is None else torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in like),
-            x.new_empty(b, h, p, B.shape[3]))
+    return (*fake_outputs((x, dt, A, B, C, D), x), x.new_empty(b, h, p, B.shape[3]))
 
 
 def _ssd_setup_context(ctx, inputs, output) -> None:
