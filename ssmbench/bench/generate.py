@@ -66,11 +66,14 @@ class GenerationResult:
     prefill_path: str
     cuda_graphs: bool
     capture_s: float = 0.0
-    compiled: bool = False  # the decode step was compiled (--compile)
     first_step_s: float = 0.0  # the first decode step (compilation included when compiled)
     graph_breaks: int = 0
-    compile_path: str = ""  # how the step was compiled: aot_inductor (CPU) or torch.compile
+    compile_path: str = ""  # how the step was compiled (--compile): aot_inductor (CPU) or torch.compile; "" eager
     tokens: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (b, new_tokens) generated
+
+    @property
+    def compiled(self) -> bool:
+        return bool(self.compile_path)
 
     def latency_quantile(self, q: float) -> float:
         """Per-token latency quantile, linearly interpolated (NaN with no decode steps)."""
@@ -126,7 +129,7 @@ def generate(model: SequenceModel, prompt: torch.Tensor, new_tokens: int, *, cud
 
     lat, wall = time_tokens(decoder, new_tokens - 1, prompt.device.type, record)
     return GenerationResult(batch, length, ttft, lat, wall, snapshot.bytes_at(length + new_tokens - 1),
-                            summarize_paths(paths), cuda_graphs, capture, compiled, decoder.first_step_s,
+                            summarize_paths(paths), cuda_graphs, capture, decoder.first_step_s,
                             decoder.compile_stats.graph_breaks if decoder.compile_stats else 0,
                             decoder.compile_stats.path if decoder.compile_stats else "", torch.stack(out, dim=1))
 
